@@ -1,0 +1,172 @@
+"""Erasure bookkeeping: receipts, status, and when each user's events must be purged.
+
+Rules:
+1. The book changes only by applying journaled ``UserErased`` and ``ErasurePurged`` records.
+2. Status of an erasure: ``pending`` (journaled, not yet applied by every day actor) ->
+   ``applied`` (no day state contains the user; every release made after the erasure's journal
+   position excludes the user) -> ``purged`` (no event of the user left on disk).
+3. The book holds a pseudonym only while its purge is outstanding; ``ErasurePurged`` drops it.
+   After that the receipt is all that remains: id, request time, purge time, events removed.
+4. The actor's purge loop runs compaction (``journal.compaction``) through the committer's
+   exclusive job slot once ``PURGE_DELAY_SECONDS`` have passed since the request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+import structlog
+
+from actors.runtime import Actor, Ask
+from journal.events import ErasurePurged, UserErased
+
+log = structlog.get_logger("actors.erasure")
+
+
+class ErasureEntry(msgspec.Struct):
+    erasure_id: str
+    seq: int
+    requested_at: float
+    key: int | None = None  # only until purged
+    purged_at: float | None = None
+    events_removed: int | None = None
+
+
+class ErasureSnapshot(msgspec.Struct, frozen=True):
+    applied_seq: int
+    entries: list[ErasureEntry]
+
+
+class ErasureBook:
+    def __init__(self) -> None:
+        self.applied_seq = 0
+        self.entries: dict[str, ErasureEntry] = {}
+        self.outstanding: dict[int, str] = {}  # key -> erasure id, until purged
+
+    def apply(self, seq: int, event: UserErased | ErasurePurged) -> None:
+        if seq <= self.applied_seq:
+            return
+        self.applied_seq = seq
+        if isinstance(event, UserErased):
+            self.entries[event.erasure_id] = ErasureEntry(event.erasure_id, seq, event.requested_at, event.key)
+            if event.key is not None:
+                self.outstanding[event.key] = event.erasure_id
+        else:
+            entry = self.entries.get(event.erasure_id)
+            if entry is None:  # purged before this book's snapshot cut; keep the receipt anyway
+                entry = self.entries[event.erasure_id] = ErasureEntry(event.erasure_id, 0, event.requested_at)
+            if entry.key is not None and self.outstanding.get(entry.key) == entry.erasure_id:
+                del self.outstanding[entry.key]
+            entry.key = None
+            entry.purged_at = event.purged_at
+            entry.events_removed = event.events_removed
+
+    def advance(self, seq: int) -> None:
+        self.applied_seq = max(self.applied_seq, seq)
+
+    def due(self, now: float, delay: float) -> list[ErasureEntry]:
+        return [
+            e for e in self.entries.values()
+            if e.purged_at is None and e.key is not None and e.requested_at + delay <= now
+        ]
+
+    def next_due(self, delay: float) -> float | None:
+        times = [e.requested_at + delay for e in self.entries.values() if e.purged_at is None and e.key is not None]
+        return min(times) if times else None
+
+    def snapshot(self) -> ErasureSnapshot:
+        return ErasureSnapshot(self.applied_seq, [msgspec.structs.replace(e) for e in self.entries.values()])
+
+    @classmethod
+    def restore(cls, snap: ErasureSnapshot) -> ErasureBook:
+        book = cls()
+        book.applied_seq = snap.applied_seq
+        for e in snap.entries:
+            book.entries[e.erasure_id] = msgspec.structs.replace(e)
+            if e.key is not None and e.purged_at is None:
+                book.outstanding[e.key] = e.erasure_id
+        return book
+
+
+def status_of(entry: ErasureEntry, days_seen_seq: int) -> str:
+    if entry.purged_at is not None:
+        return "purged"
+    return "applied" if days_seen_seq >= entry.seq else "pending"
+
+
+def receipt(entry: ErasureEntry, days_seen_seq: int) -> dict:
+    return {
+        "erasure_id": entry.erasure_id,
+        "status": status_of(entry, days_seen_seq),
+        "requested_at": entry.requested_at,
+        "purged_at": entry.purged_at,
+        "events_removed": entry.events_removed,
+    }
+
+
+@dataclass(slots=True)
+class Lookup(Ask):
+    erasure_id: str = ""
+
+
+@dataclass(slots=True)
+class Outstanding(Ask):
+    key: int = 0
+
+
+@dataclass(slots=True)
+class ErasureBarrier(Ask):
+    seq: int = 0
+
+
+Purge = Callable[[list[ErasureEntry]], Awaitable[None]]
+
+
+class ErasureActor(Actor):
+    kind = "erasure"
+
+    def __init__(self, book: ErasureBook, *, capacity: int, purge_delay: float, purge: Purge) -> None:
+        super().__init__("erasure", capacity)
+        self.book = book
+        self.purge_delay = purge_delay
+        self._purge = purge
+        self._changed = anyio.Event()
+
+    def apply_fed(self, item: tuple[int, UserErased | ErasurePurged]) -> None:
+        seq, event = item
+        self.book.apply(seq, event)
+        self._changed.set()
+
+    async def handle(self, message: object) -> None:
+        if isinstance(message, Lookup):
+            message.reply.set_result(self.book.entries.get(message.erasure_id))
+        elif isinstance(message, Outstanding):
+            eid = self.book.outstanding.get(message.key)
+            message.reply.set_result(self.book.entries.get(eid) if eid else None)
+        elif isinstance(message, ErasureBarrier):
+            self.book.advance(message.seq)
+            message.reply.set_result(self.book.snapshot())
+        else:
+            raise TypeError(f"erasure actor cannot handle {type(message).__name__}")
+
+    async def purge_loop(self) -> None:
+        """Purge every erasure once its delay has passed (rule 4). Owned by the system's task group."""
+        while True:
+            self.drain_feed()
+            due = self.book.due(time.time(), self.purge_delay)
+            if due:
+                try:
+                    await self._purge(due)
+                except Exception as exc:  # retried on the next wake; the data stays erased in state
+                    log.error("purge_failed", error=repr(exc), erasures=len(due))
+                    await anyio.sleep(5)
+                continue
+            nxt = self.book.next_due(self.purge_delay)
+            timeout = None if nxt is None else max(0.0, nxt - time.time()) + 0.01
+            with anyio.move_on_after(timeout if timeout is not None else 3600):
+                await self._changed.wait()
+            self._changed = anyio.Event()

@@ -1,0 +1,146 @@
+"""The bounded-flippancy reduction (Jain, Kalemaj, Raskhodnikova, Sivakumar, Smith, NeurIPS 2023).
+
+Rules:
+1. Per continual-counter run (one metric, one accounting period) every user has a *counted*
+   membership s_u (starts at 0) and a number of flips used f_u. At step t, with true membership
+   m_u(t): if m_u(t) != s_u and f_u < w, s_u flips and f_u += 1; otherwise the user is frozen.
+   With even w a user past the bound is frozen at 0 (not counted).
+2. z_t = (number of 0->1 flips) - (number of 1->0 flips) - (anonymous exits owed by erasures).
+   z is what the counter in ``counters.py`` releases prefix sums of.
+3. An erasure removes the user from the run immediately: if counted, the exit is owed as an
+   anonymous -1 (``pending_exits``) folded into the next step, and the user's per-user entries
+   are forgotten (activity after an erasure is a new user). With even w a counted user always
+   has a flip left, so the exit can never be blocked by the bound.
+4. Everything here is pure and deterministic: ``plan_step`` proposes a step from a membership
+   array, ``apply_step`` applies a journaled step. Live and replay both go through
+   ``apply_step``/``apply_erasure`` in journal order, so they cannot disagree.
+
+Privacy argument (why the counter's sensitivity is taken over alternating patterns): a user's
+contribution to z is +1 at each 0->1 flip and -1 at each 1->0 flip of *their own* s_u, and
+whether they flip depends only on their own events and f_u. So it alternates +1, -1, ... starting
+at +1, with at most w non-zeros -- exactly the class ``counters.alternating_sensitivity``
+maximises over. Removing a user's events removes that contribution and nothing else. The anonymous
+exit of an erasure is the same user's final -1, only recorded without the identifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors import membership
+from actors.membership import EMPTY
+from journal.events import CounterStarted, CounterStepped
+
+
+@dataclass(frozen=True, slots=True)
+class StepProposal:
+    entered: np.ndarray
+    left: np.ndarray
+    frozen: int
+
+
+@dataclass
+class CounterRun:
+    started: CounterStarted
+    counted: np.ndarray = field(default_factory=lambda: EMPTY)  # sorted keys with s_u = 1
+    flip_keys: np.ndarray = field(default_factory=lambda: EMPTY)  # sorted keys with f_u > 0
+    flip_counts: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint8))
+    z: list[int] = field(default_factory=list)
+    pending_exits: int = 0
+    frozen_total: int = 0
+
+    @property
+    def t(self) -> int:
+        return len(self.z)
+
+    @property
+    def run_id(self) -> str:
+        return self.started.run_id
+
+    def flips_of(self, keys: np.ndarray) -> np.ndarray:
+        if len(self.flip_keys) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), dtype=np.uint8)
+        i = np.searchsorted(self.flip_keys, keys)
+        i[i == len(self.flip_keys)] = 0
+        hit = self.flip_keys[i] == keys
+        return np.where(hit, self.flip_counts[i], 0).astype(np.uint8)
+
+
+def plan_step(run: CounterRun, members: np.ndarray) -> StepProposal:
+    """Flips at the next step given the true membership (rule 1). Does not change ``run``."""
+    w = run.started.flip_bound
+    joining = membership.difference(members, run.counted)
+    leaving = membership.difference(run.counted, members)
+    allowed = run.flips_of(joining) < w
+    # A counted user has used an odd number of flips, so with even w it always has one left.
+    left_ok = run.flips_of(leaving) < w
+    return StepProposal(
+        entered=joining[allowed],
+        left=leaving[left_ok],
+        frozen=int((~allowed).sum() + (~left_ok).sum()),
+    )
+
+
+def adjust_for_erasures(run: CounterRun, proposal: StepProposal, erased: np.ndarray, exits: int):
+    """Fold erasures journaled after the proposal's membership snapshot into the step.
+
+    ``erased`` are keys erased since the snapshot (sorted unique); ``exits`` anonymous exits
+    from compacted tombstones in the same interval. Returns (entered, left, exits_consumed).
+    An erased key neither enters nor leaves here: if it was counted, its erasure (applied
+    before this step in journal order) already owes its exit, which this step consumes.
+    """
+    entered = membership.difference(proposal.entered, erased)
+    left = membership.difference(proposal.left, erased)
+    counted_erased = int(membership.contains(run.counted, erased).sum()) if len(erased) else 0
+    return entered, left, run.pending_exits + counted_erased + exits
+
+
+def apply_step(run: CounterRun, step: CounterStepped) -> None:
+    entered = np.frombuffer(step.entered, dtype="<i8").astype(np.int64)
+    left = np.frombuffer(step.left, dtype="<i8").astype(np.int64)
+    run.counted = membership.union([membership.difference(run.counted, left), entered])
+    flipped = membership.union([entered, left])
+    if len(flipped):
+        _add_flips(run, flipped)
+    run.pending_exits -= step.exits_consumed
+    run.z.append(step.z)
+    run.frozen_total += step.frozen
+
+
+def _add_flips(run: CounterRun, flipped: np.ndarray) -> None:
+    keys = np.concatenate([run.flip_keys, flipped])
+    counts = np.concatenate([run.flip_counts, np.ones(len(flipped), dtype=np.uint8)])
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    uniq, start = np.unique(keys, return_index=True)
+    run.flip_keys = uniq
+    run.flip_counts = np.add.reduceat(counts, start).astype(np.uint8) if len(keys) else counts
+
+
+def apply_erasure(run: CounterRun, key: int | None, anonymous_exits: int = 0) -> None:
+    """Rule 3. ``key`` is None for a compacted tombstone, which carries its exits instead."""
+    run.pending_exits += anonymous_exits
+    if key is None:
+        return
+    probe = np.array([key], dtype=np.int64)
+    if membership.contains(run.counted, probe)[0]:
+        run.counted = membership.difference(run.counted, probe)
+        run.pending_exits += 1
+    if membership.contains(run.flip_keys, probe)[0]:
+        keep = run.flip_keys != key
+        run.flip_keys, run.flip_counts = run.flip_keys[keep], run.flip_counts[keep]
+
+
+def step_event(run: CounterRun, day: int, entered, left, exits: int, frozen: int) -> CounterStepped:
+    return CounterStepped(
+        run_id=run.run_id,
+        t=run.t + 1,
+        day=day,
+        z=int(len(entered) - len(left) - exits),
+        exits_consumed=int(exits),
+        entered=np.ascontiguousarray(entered, dtype="<i8").tobytes(),
+        left=np.ascontiguousarray(left, dtype="<i8").tobytes(),
+        frozen=frozen,
+    )

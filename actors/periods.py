@@ -1,0 +1,98 @@
+"""Days, windows, accounting periods and closing times. Pure: the clock is always a parameter.
+
+Rules:
+1. A day is an int: days since 1970-01-01 (the journal stores int32). Dates are calendar dates
+   in ``TIMEZONE``; the service never converts an event's day through a timezone.
+2. A day *closes* at the next midnight in ``TIMEZONE`` plus ``LATENESS_HOURS``. A period (a DAU
+   day, a MAU window) can be released only once its last day has closed.
+3. An accounting period is the calendar month (or ISO week, quarter, year) containing the day a
+   release is *about* -- the DAU day or the MAU window's last day -- never the wall-clock time
+   of the request. That is what makes "31 DAU releases of a month" a fixed, checkable set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+EPOCH = dt.date(1970, 1, 1)
+_EPOCH_ORDINAL = EPOCH.toordinal()
+PERIOD_KINDS = ("month", "week", "quarter", "year")
+
+
+def day_of(date: dt.date) -> int:
+    return date.toordinal() - _EPOCH_ORDINAL
+
+
+def date_of(day: int) -> dt.date:
+    return dt.date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def iso(day: int) -> str:
+    return date_of(day).isoformat()
+
+
+def parse_day(text: str) -> int:
+    """``YYYY-MM-DD`` -> day; ValueError names the problem (impossible dates included)."""
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        raise ValueError(f"{text!r} is not a date in YYYY-MM-DD form")
+    return day_of(dt.date.fromisoformat(text))
+
+
+def closes_at(day: int, tz: ZoneInfo, lateness_hours: float = 0.0) -> dt.datetime:
+    """The instant (aware, UTC) after which ``day`` counts as over (rule 2)."""
+    midnight = dt.datetime.combine(date_of(day + 1), dt.time(0), tzinfo=tz)
+    return (midnight + dt.timedelta(hours=lateness_hours)).astimezone(dt.timezone.utc)
+
+
+def is_closed(day: int, now: dt.datetime, tz: ZoneInfo, lateness_hours: float = 0.0) -> bool:
+    return now >= closes_at(day, tz, lateness_hours)
+
+
+def today(now: dt.datetime, tz: ZoneInfo) -> int:
+    return day_of(now.astimezone(tz).date())
+
+
+@dataclass(frozen=True)
+class Period:
+    """An accounting period: a label and its first/last day (inclusive)."""
+
+    label: str
+    first_day: int
+    last_day: int
+
+    @property
+    def days(self) -> int:
+        return self.last_day - self.first_day + 1
+
+    def index_of(self, day: int) -> int:
+        """1-based position of ``day`` in the period (the continual counter's t)."""
+        if not self.first_day <= day <= self.last_day:
+            raise ValueError(f"{iso(day)} is not in {self.label}")
+        return day - self.first_day + 1
+
+
+def period_of(day: int, kind: str = "month") -> Period:
+    d = date_of(day)
+    if kind == "month":
+        first = d.replace(day=1)
+        nxt = (first + dt.timedelta(days=32)).replace(day=1)
+        return Period(f"{d.year:04d}-{d.month:02d}", day_of(first), day_of(nxt) - 1)
+    if kind == "week":
+        first = d - dt.timedelta(days=d.weekday())
+        year, week, _ = d.isocalendar()
+        return Period(f"{year:04d}-W{week:02d}", day_of(first), day_of(first) + 6)
+    if kind == "quarter":
+        q = (d.month - 1) // 3
+        first = dt.date(d.year, 3 * q + 1, 1)
+        nxt = dt.date(d.year + (q == 3), (3 * q + 3) % 12 + 1, 1)
+        return Period(f"{d.year:04d}-Q{q + 1}", day_of(first), day_of(nxt) - 1)
+    if kind == "year":
+        return Period(f"{d.year:04d}", day_of(dt.date(d.year, 1, 1)), day_of(dt.date(d.year, 12, 31)))
+    raise ValueError(f"unknown accounting period {kind!r} (one of {', '.join(PERIOD_KINDS)})")
+
+
+def window_days(end: int, window: int) -> range:
+    """The days of the MAU window of ``window`` days ending on ``end`` (inclusive)."""
+    return range(end - window + 1, end + 1)

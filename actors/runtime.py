@@ -1,0 +1,165 @@
+"""A small actor runtime on anyio: bounded mailboxes, supervision, orderly shutdown.
+
+Theory of operation:
+- An ``Actor`` owns a bounded mailbox (an anyio memory object stream) and a ``handle`` coroutine.
+  Its domain logic is a pure state object; ``handle`` computes the next state and assigns it
+  only when the computation succeeded. So when ``handle`` raises, the actor's state is still the
+  last good one, and "restart from its last state" is simply: log, count, fail the message's
+  reply, and take the next message.
+- A ``Supervisor`` owns every actor's loop through one task group (structured concurrency:
+  nothing is fire-and-forget; an error that escapes the loop reaches the owner).
+- Backpressure: ``send`` waits while a mailbox is full; ``try_send`` raises ``MailboxFull`` at
+  once. The gateway only ever uses ``try_send``/``ask_nowait``, which is how a full mailbox
+  becomes 503 + Retry-After instead of an unbounded queue.
+- Control-plane records from the journal (releases, charges, erasures) reach the actors that
+  also *write* such records through ``feed`` -- an in-order side queue drained before every
+  message -- never through the bounded mailbox: a writer waiting on the mailbox of an actor that
+  is itself waiting on the writer would deadlock. Their volume is bounded by the writer's own
+  queue bound, because every fed record was first admitted there.
+- Shutdown closes the mailboxes; each loop drains what is already queued and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+log = structlog.get_logger("actors.runtime")
+
+
+class MailboxFull(Exception):
+    def __init__(self, actor: str, capacity: int) -> None:
+        super().__init__(f"mailbox of {actor} is full ({capacity} messages)")
+        self.actor = actor
+        self.retry_after = 1
+
+
+class ActorStopped(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Ask:
+    """Base for messages that expect an answer."""
+
+    reply: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(slots=True)
+class Wake:
+    """Nudge to drain the feed (sent best-effort; a full mailbox will drain it anyway)."""
+
+
+class Actor:
+    kind = "actor"
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._send, self._recv = anyio.create_memory_object_stream[Any](capacity)
+        self.feed: deque[Any] = deque()
+        self.crashes = 0
+        self.processed = 0
+
+    # -- the loop's hooks (override) ---------------------------------------------------------
+
+    async def handle(self, message: Any) -> None:
+        raise NotImplementedError
+
+    def apply_fed(self, item: Any) -> None:
+        """Apply one fed journal record to the state (override when the actor has a feed)."""
+
+    def drain_feed(self) -> None:
+        while self.feed:
+            self.apply_fed(self.feed.popleft())
+
+    # -- sending -----------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    async def send(self, message: Any) -> None:
+        try:
+            await self._send.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            raise ActorStopped(self.name) from exc
+
+    def try_send(self, message: Any) -> None:
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock as exc:
+            raise MailboxFull(self.name, self.capacity) from exc
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            raise ActorStopped(self.name) from exc
+
+    async def ask(self, message: Ask) -> Any:
+        """Send (waiting for room) and await the reply."""
+        await self.send(message)
+        return await message.reply
+
+    async def ask_nowait(self, message: Ask) -> Any:
+        """Send without waiting for room (MailboxFull if none) and await the reply."""
+        self.try_send(message)
+        return await message.reply
+
+    def push_feed(self, item: Any) -> None:
+        self.feed.append(item)
+        try:
+            self._send.send_nowait(Wake())
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # a queued message will drain the feed first anyway
+
+    def close(self) -> None:
+        self._send.close()
+
+
+class Supervisor:
+    """Runs actors in one task group and restarts them (from their last state) on crash."""
+
+    def __init__(self, task_group: TaskGroup, on_crash: Callable[[Actor, BaseException], None] | None = None):
+        self._tg = task_group
+        self._on_crash = on_crash
+        self.actors: dict[str, Actor] = {}
+
+    def spawn(self, actor: Actor) -> Actor:
+        if actor.name in self.actors:
+            raise ValueError(f"actor {actor.name} already running")
+        self.actors[actor.name] = actor
+        self._tg.start_soon(self._run, actor, name=f"actor:{actor.name}")
+        return actor
+
+    async def _run(self, actor: Actor) -> None:
+        async with actor._recv:
+            async for message in actor._recv:
+                try:
+                    actor.drain_feed()
+                    if not isinstance(message, Wake):
+                        await actor.handle(message)
+                    actor.processed += 1
+                except Exception as exc:  # restart from the last good state (see module doc)
+                    actor.crashes += 1
+                    log.error(
+                        "actor_crashed_restarting",
+                        actor=actor.name,
+                        message=type(message).__name__,
+                        error=repr(exc),
+                        crashes=actor.crashes,
+                    )
+                    if self._on_crash is not None:
+                        self._on_crash(actor, exc)
+                    reply = getattr(message, "reply", None)
+                    if isinstance(reply, asyncio.Future) and not reply.done():
+                        reply.set_exception(exc)
+            actor.drain_feed()
+
+    def close_all(self) -> None:
+        for actor in self.actors.values():
+            actor.close()

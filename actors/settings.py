@@ -1,0 +1,80 @@
+"""What the actors need to know from configuration, as plain data (loading is the gateway's job)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+MECHANISMS = ("gaussian", "laplace", "sqrt", "tree")
+COUNTER_MECHANISMS = ("sqrt", "tree")
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    # releases and privacy (DESIGN.md section 6; product defaults in section 10)
+    dau_mechanism: str = "gaussian"
+    mau_mechanism: str = "sqrt"
+    epsilon_dau: float = 0.3
+    epsilon_mau: float = 0.5
+    delta: float = 1e-6
+    dau_budget_total: float = 3.0
+    mau_budget_total: float = 3.5
+    # epsilon of one whole continual-counter run; None = what (days in period) independent
+    # releases at the per-release epsilon compose to, i.e. the same monthly spend.
+    counter_epsilon_dau: float | None = None
+    counter_epsilon_mau: float | None = None
+    w_bound: int = 2
+    lattice_bits: int = 20
+    mau_window_days: int = 30
+    max_window_days: int = 366
+    timezone: str = "UTC"
+    lateness_hours: float = 0.0
+    privacy_period: str = "month"
+    sketch_impl: str = "set"  # "set" (exact) | "theta"
+    theta_lg_k: int = 12
+    # runtime
+    day_mailbox: int = 64
+    control_mailbox: int = 1024
+    max_pending_events: int = 1_000_000
+    purge_delay_seconds: float = 300.0
+    snapshot_every_events: int = 1_000_000
+    snapshot_every_seconds: float = 300.0
+    index_every_events: int = 262_144
+    index_idle_seconds: float = 2.0
+    idempotency_keys_kept: int = 100_000
+    auto_release: bool = False
+
+    def __post_init__(self) -> None:
+        for metric, mech in (("DAU", self.dau_mechanism), ("MAU", self.mau_mechanism)):
+            if mech not in MECHANISMS:
+                raise ValueError(f"{metric}_MECHANISM must be one of {', '.join(MECHANISMS)}, not {mech!r}")
+        if self.w_bound < 1 or self.w_bound % 2:
+            # Even w freezes users at 0 (not counted), so an erasure's exit flip is always possible.
+            raise ValueError("W_BOUND must be a positive even integer")
+        if not 0 < self.delta < 1:
+            raise ValueError("DELTA must be in (0, 1)")
+        for name in ("epsilon_dau", "epsilon_mau", "dau_budget_total", "mau_budget_total"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name.upper()} must be > 0")
+        if self.sketch_impl not in ("set", "theta"):
+            raise ValueError("SKETCH_IMPL must be 'set' or 'theta'")
+        if not 1 <= self.mau_window_days <= self.max_window_days:
+            raise ValueError("MAU_WINDOW_DAYS must be between 1 and MAX_WINDOW_DAYS")
+        ZoneInfo(self.timezone)  # raises for an unknown zone
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def mechanism(self, metric: str) -> str:
+        return self.dau_mechanism if metric == "dau" else self.mau_mechanism
+
+    def epsilon(self, metric: str) -> float:
+        return self.epsilon_dau if metric == "dau" else self.epsilon_mau
+
+    def cap(self, metric: str) -> float:
+        return self.dau_budget_total if metric == "dau" else self.mau_budget_total
+
+    def counter_epsilon(self, metric: str) -> float | None:
+        return self.counter_epsilon_dau if metric == "dau" else self.counter_epsilon_mau

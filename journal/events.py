@@ -1,0 +1,242 @@
+"""The journal's vocabulary: every fact the system records, as versioned msgspec Structs.
+
+Rules:
+1. Events are named in the past tense and are never mutated once committed -- except by the
+   two rewrites the product requires (erasure compaction, salt rotation), both in
+   ``journal/store.py`` and both documented there.
+2. Every event type has a ``KIND`` (stable small int, the ``kind`` column) and a ``VERSION``.
+   Decoding an older version goes through an upcaster registered in ``UPCASTERS``; an unknown
+   kind or a version newer than this code is an error, never silently skipped.
+3. Pseudonyms are signed 64-bit ints (HMAC output). Raw user ids never reach this module.
+4. Activity is journaled in batches, column-wise (``keys``/``days``/``ops`` as little-endian
+   numpy-compatible bytes): one record per acknowledged request, one sequence number per event.
+   This keeps the ingest and replay paths vectorised (no per-event Python object).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+import numpy as np
+
+OP_WITHDRAW = 0  # '-': the user is not active that day (as far as this event is concerned)
+OP_RECORD = 1  # '+': the user is active that day
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    KIND: ClassVar[int]
+    VERSION: ClassVar[int] = 1
+
+    @property
+    def size(self) -> int:
+        """How many sequence numbers this record occupies."""
+        return 1
+
+
+class ActivityBatchRecorded(Event, frozen=True, kw_only=True):
+    """One acknowledged ``POST /event``: n events, in request order."""
+
+    KIND: ClassVar[int] = 1
+    keys: bytes  # int64 LE pseudonyms
+    days: bytes  # int32 LE days since 1970-01-01
+    ops: bytes  # uint8: OP_RECORD / OP_WITHDRAW
+    received_at: float
+    metadata: list[tuple[int, bytes]] = []  # (index in batch, raw JSON object) for events that had one
+    idempotency_key: str | None = None
+    request_digest: bytes | None = None  # sha256 of the canonical batch, to detect key reuse
+
+    @property
+    def size(self) -> int:
+        return len(self.ops)
+
+    def key_array(self) -> np.ndarray:
+        return np.frombuffer(self.keys, dtype="<i8")
+
+    def day_array(self) -> np.ndarray:
+        return np.frombuffer(self.days, dtype="<i4")
+
+    def op_array(self) -> np.ndarray:
+        return np.frombuffer(self.ops, dtype=np.uint8)
+
+    @classmethod
+    def from_arrays(
+        cls, keys: np.ndarray, days: np.ndarray, ops: np.ndarray, **fields: Any
+    ) -> ActivityBatchRecorded:
+        return cls(
+            keys=np.ascontiguousarray(keys, dtype="<i8").tobytes(),
+            days=np.ascontiguousarray(days, dtype="<i4").tobytes(),
+            ops=np.ascontiguousarray(ops, dtype=np.uint8).tobytes(),
+            **fields,
+        )
+
+
+class UserErased(Event, frozen=True, kw_only=True):
+    """Tombstone: the user is removed from every day's state from this point of the journal.
+
+    After compaction ``key`` is None (the audit keeps no identifier) and ``counter_exits`` says,
+    per continual-counter run, how many anonymous exit flips this erasure owed -- the only thing
+    about the user that the counter still needs after its per-user entries are purged.
+    """
+
+    KIND: ClassVar[int] = 2
+    erasure_id: str
+    key: int | None
+    requested_at: float
+    counter_exits: dict[str, int] = {}
+
+
+class ErasurePurged(Event, frozen=True, kw_only=True):
+    """Audit record: the user's events are physically gone from journal, index and snapshots."""
+
+    KIND: ClassVar[int] = 3
+    erasure_id: str
+    requested_at: float
+    purged_at: float
+    events_removed: int
+
+
+class BudgetCharged(Event, frozen=True, kw_only=True):
+    """One DP event charged to (metric, accounting period). Written in the same transaction as
+    the release (or counter run) it pays for."""
+
+    KIND: ClassVar[int] = 4
+    charge_id: str
+    metric: str  # "dau" | "mau"
+    accounting_period: str  # e.g. "2026-11"
+    mechanism: str  # accounting.Charge.mechanism
+    parameter: float
+    sensitivity: float
+    epsilon: float  # this charge alone, at ``delta`` (informational; composition is recomputed)
+    delta: float
+    charged_at: float
+    purpose: str  # "release" | "revision" | "counter_run"
+
+
+class NoiseParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Public description of the noise (never the noise itself)."""
+
+    distribution: str  # "discrete_gaussian" | "discrete_laplace" | "lattice_gaussian_counter"
+    sigma: float | None = None
+    scale: float | None = None
+    sensitivity: float = 1.0
+    noise_multiplier: float | None = None
+    counter: str | None = None  # "sqrt" | "tree"
+    horizon_days: int | None = None
+    flip_bound: int | None = None
+    lattice_bits: int | None = None
+    step: int | None = None
+    sensitivity_exact: bool | None = None
+
+
+class Released(Event, frozen=True, kw_only=True):
+    """An immutable published number. Journaled before any response carries it."""
+
+    KIND: ClassVar[int] = 5
+    release_id: str
+    metric: str  # "dau" | "mau"
+    day: int | None = None  # DAU: the day
+    end: int | None = None  # MAU: last day of the window
+    window: int | None = None
+    revision: int = 0
+    estimate: int
+    lower_95: int
+    upper_95: int
+    mechanism: str  # "gaussian" | "laplace" | "sqrt" | "tree"
+    noise: NoiseParams
+    epsilon_used: float
+    delta: float
+    charge_id: str
+    accounting_period: str
+    sketch_impl: str  # "set" | "theta"
+    guarantee: str
+    seen_seq: int
+    released_at: float
+
+
+class CounterStarted(Event, frozen=True, kw_only=True):
+    """A continual-counter run for (metric, accounting period): plan and its secret noise."""
+
+    KIND: ClassVar[int] = 6
+    run_id: str
+    metric: str
+    accounting_period: str
+    first_day: int
+    horizon: int
+    window: int
+    kind: str  # "sqrt" | "tree"
+    flip_bound: int
+    noise_multiplier: float
+    sensitivity: float
+    sensitivity_exact: bool
+    sigma: float
+    lattice_bits: int
+    noise: list[int]  # lattice units; secret, never part of any response
+    epsilon: float
+    charge_id: str
+    started_at: float
+
+
+class CounterStepped(Event, frozen=True, kw_only=True):
+    """Day ``t`` of a counter run: the change of the counted total and who flipped."""
+
+    KIND: ClassVar[int] = 7
+    run_id: str
+    t: int  # 1-based
+    day: int
+    z: int
+    exits_consumed: int  # anonymous exits (erasures) folded into z
+    entered: bytes  # sorted int64 LE keys that flipped 0 -> 1
+    left: bytes  # sorted int64 LE keys that flipped 1 -> 0
+    frozen: int  # users whose membership changed but who had no flips left (internal, eval only)
+
+
+class SaltRotated(Event, frozen=True, kw_only=True):
+    """Every stored pseudonym k was re-keyed to HMAC(new secret, k) in this transaction."""
+
+    KIND: ClassVar[int] = 8
+    key_version: int
+    rotated_at: float
+
+
+EVENT_TYPES: dict[int, type[Event]] = {
+    cls.KIND: cls
+    for cls in (
+        ActivityBatchRecorded,
+        UserErased,
+        ErasurePurged,
+        BudgetCharged,
+        Released,
+        CounterStarted,
+        CounterStepped,
+        SaltRotated,
+    )
+}
+
+# (kind, stored version) -> function from the decoded-as-dict old payload to the current Struct.
+# Empty today: every type is at version 1. The day a field changes meaning, bump VERSION and
+# register the upcaster here; replay of old journals then keeps working.
+UPCASTERS: dict[tuple[int, int], Any] = {}
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_TYPES.items()}
+
+
+class UnknownEvent(ValueError):
+    """A stored record this code cannot interpret (newer version or unknown kind)."""
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(kind: int, version: int, payload: bytes) -> Event:
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise UnknownEvent(f"unknown event kind {kind}")
+    if version == cls.VERSION:
+        return _decoders[kind].decode(payload)
+    upcast = UPCASTERS.get((kind, version))
+    if upcast is None:
+        raise UnknownEvent(f"{cls.__name__} version {version} (this code knows {cls.VERSION})")
+    return upcast(msgspec.msgpack.decode(payload))

@@ -1,0 +1,316 @@
+"""The append-only journal: SQLite (WAL) through aiosqlite.
+
+Rules:
+1. Sequence numbers are dense and assigned here, in commit order, one per event: an activity
+   batch of n events occupies ``seq .. seq+n-1`` (its row's ``seq`` and ``last_seq``), every
+   other record occupies one. ``head`` is the last assigned number.
+2. A call to ``append`` is one transaction; the rows are durable when it returns (WAL +
+   ``synchronous=FULL`` by default: the commit is fsynced). Group commit -- many requests in
+   one ``append`` -- lives in ``groupcommit.py``; this module knows nothing about requests.
+3. Live traffic only ever appends. Rows change in exactly two places, both whole-journal
+   maintenance run exclusively by the committer: erasure compaction (``compaction.py``) and salt
+   rotation (``rekey.py``). ``secure_delete`` is always on so rewritten bytes are zeroed, and
+   those jobs checkpoint the WAL with TRUNCATE afterwards.
+4. The pseudonym index (``key_postings``) is built off the hot path, in bulk, by
+   ``index_pending``: per 8-bit key bucket, segments of sorted (key, seq) pairs. A random-key
+   B-tree index on the ingest path costs more than everything else on it together (measured:
+   ~120k rows/s at 10M rows versus ~5M rows/s for the appends); bulk segments cost almost
+   nothing and a lookup reads one bucket's few segments plus the not-yet-indexed tail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import anyio
+import numpy as np
+
+from journal import events as ev
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq      INTEGER PRIMARY KEY,   -- first sequence number of the record
+    last_seq INTEGER NOT NULL,      -- last sequence number (== seq unless an activity batch)
+    kind     INTEGER NOT NULL,      -- events.Event.KIND
+    version  INTEGER NOT NULL,      -- events.Event.VERSION at write time
+    payload  BLOB NOT NULL          -- msgpack of the event Struct
+);
+-- Control records (everything but activity) are few; compaction and rotation find them fast.
+CREATE INDEX IF NOT EXISTS journal_control ON journal(kind, seq) WHERE kind <> 1;
+CREATE TABLE IF NOT EXISTS key_postings (
+    bucket   INTEGER NOT NULL,      -- top 8 bits of the pseudonym, 0..255
+    segment  INTEGER NOT NULL,      -- first journal seq this segment covers
+    last_seq INTEGER NOT NULL,      -- last journal seq this segment covers
+    keys     BLOB NOT NULL,         -- int64 LE, sorted
+    seqs     BLOB NOT NULL,         -- int64 LE, record seq of each key (sorted within a key)
+    PRIMARY KEY (bucket, segment)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+BUCKETS = 256
+MAX_SEGMENTS_PER_BUCKET = 8
+_ACTIVITY = ev.ActivityBatchRecorded.KIND
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    last_seq: int
+    event: ev.Event
+
+
+def bucket_of(keys: np.ndarray) -> np.ndarray:
+    return (keys >> 56) + 128
+
+
+class Journal:
+    """One SQLite database file. Not safe for concurrent use by two tasks: the committer is
+    the only writer while the service runs; offline tools open their own."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self.head = 0
+        self.journal_id = ""
+        self.key_version = 0
+        self.index_watermark = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path | str, *, synchronous: str = "FULL") -> Journal:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={synchronous}",
+            "PRAGMA secure_delete=ON",
+            "PRAGMA cache_size=-65536",
+            "PRAGMA temp_store=MEMORY",
+        ):
+            await db.execute(pragma)
+        await db.executescript(SCHEMA)
+        self = cls(db, path)
+        async with db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM journal") as cur:
+            (self.head,) = await cur.fetchone()
+        meta = await self._meta()
+        if "journal_id" not in meta:
+            meta["journal_id"] = uuid.uuid4().hex
+            await db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (meta["journal_id"],))
+        self.journal_id = meta["journal_id"]
+        self.key_version = int(meta.get("key_version", 0))
+        self.index_watermark = int(meta.get("index_watermark", 0))
+        return self
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+
+    async def _meta(self) -> dict[str, str]:
+        async with self._db.execute("SELECT name, value FROM meta") as cur:
+            return {name: value async for name, value in cur}
+
+    async def _set_meta(self, name: str, value: object) -> None:
+        await self._db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, str(value)),
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; a commit or rollback is never cut short by cancellation."""
+        head = self.head
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._db.execute("ROLLBACK")
+            self.head = head
+            raise
+        with anyio.CancelScope(shield=True):
+            await self._db.execute("COMMIT")
+
+    async def checkpoint(self) -> None:
+        """Move the WAL into the main file and truncate it (after rewrites: no stale copies)."""
+        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- appending -------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
+        """Append events in one transaction and return them with their sequence numbers."""
+        async with self.transaction():
+            return await self.append_in_transaction(events)
+
+    async def append_in_transaction(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
+        stored: list[StoredRecord] = []
+        rows = []
+        seq = self.head
+        for event in events:
+            first, seq = seq + 1, seq + max(event.size, 1)
+            stored.append(StoredRecord(first, seq, event))
+            rows.append((first, seq, event.KIND, event.VERSION, ev.encode(event)))
+        await self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+        self.head = seq
+        return stored
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read(
+        self, after_seq: int = 0, *, kinds: Iterable[int] | None = None, chunk: int = 256
+    ) -> AsyncIterator[list[StoredRecord]]:
+        """Records with seq > after_seq, in order, in chunks (a chunk is one thread hop)."""
+        where = ""
+        if kinds is not None:
+            where = f" AND kind IN ({','.join(str(int(k)) for k in kinds)})"
+        last = after_seq
+        while True:
+            async with self._db.execute(
+                "SELECT seq, last_seq, kind, version, payload FROM journal "
+                f"WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                (last, chunk),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            yield [StoredRecord(s, ls, ev.decode(k, v, p)) for s, ls, k, v, p in rows]
+            last = rows[-1][0]
+
+    async def record_at(self, seq: int) -> StoredRecord | None:
+        async with self._db.execute(
+            "SELECT seq, last_seq, kind, version, payload FROM journal WHERE seq = ?", (seq,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else StoredRecord(row[0], row[1], ev.decode(*row[2:]))
+
+    async def count_rows(self) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM journal") as cur:
+            (n,) = await cur.fetchone()
+        return n
+
+    # -- the pseudonym index ---------------------------------------------------------------
+
+    async def index_pending(self) -> int:
+        """Index every activity row past the watermark; returns the number of events indexed."""
+        if self.index_watermark >= self.head:
+            return 0
+        upto = self.head
+        keys, seqs = [], []
+        async for records in self.read(self.index_watermark, kinds=[_ACTIVITY], chunk=1024):
+            for rec in records:
+                if rec.seq > upto:
+                    break
+                k = rec.event.key_array()
+                keys.append(k)
+                seqs.append(np.full(len(k), rec.seq, dtype=np.int64))
+        n = sum(len(k) for k in keys)
+        async with self.transaction():
+            if n:
+                await self._write_segments(np.concatenate(keys), np.concatenate(seqs), upto)
+            await self._set_meta("index_watermark", upto)
+        self.index_watermark = upto
+        return n
+
+    async def _write_segments(self, keys: np.ndarray, seqs: np.ndarray, upto: int) -> None:
+        keys, seqs = _sorted_unique_pairs(keys, seqs)
+        buckets = bucket_of(keys)
+        bounds = np.searchsorted(buckets, np.arange(BUCKETS + 1))
+        segment = int(seqs.min())
+        rows = []
+        for b in range(BUCKETS):
+            lo, hi = bounds[b], bounds[b + 1]
+            if hi > lo:
+                rows.append((b, segment, upto, keys[lo:hi].tobytes(), seqs[lo:hi].tobytes()))
+        await self._db.executemany("INSERT INTO key_postings VALUES (?, ?, ?, ?, ?)", rows)
+        await self._merge_full_buckets([r[0] for r in rows])
+
+    async def _merge_full_buckets(self, buckets: Sequence[int]) -> None:
+        for b in buckets:
+            segs = await self._segments(b)
+            if len(segs) > MAX_SEGMENTS_PER_BUCKET:
+                await self._replace_bucket(b, segs, drop_key=None)
+
+    async def _segments(self, bucket: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        async with self._db.execute(
+            "SELECT segment, last_seq, keys, seqs FROM key_postings WHERE bucket = ? ORDER BY segment",
+            (bucket,),
+        ) as cur:
+            return [
+                (s, ls, np.frombuffer(k, dtype="<i8"), np.frombuffer(q, dtype="<i8"))
+                async for s, ls, k, q in cur
+            ]
+
+    async def _replace_bucket(
+        self, bucket: int, segs: list, *, drop_key: int | None, before_seq: int | None = None
+    ) -> None:
+        """Merge a bucket's segments into one, optionally without (key, seq < before_seq)."""
+        keys = np.concatenate([s[2] for s in segs])
+        seqs = np.concatenate([s[3] for s in segs])
+        if drop_key is not None:
+            keep = ~((keys == drop_key) & (seqs < (before_seq or np.iinfo(np.int64).max)))
+            keys, seqs = keys[keep], seqs[keep]
+        keys, seqs = _sorted_unique_pairs(keys, seqs)
+        await self._db.execute("DELETE FROM key_postings WHERE bucket = ?", (bucket,))
+        if len(keys):
+            await self._db.execute(
+                "INSERT INTO key_postings VALUES (?, ?, ?, ?, ?)",
+                (bucket, min(s[0] for s in segs), max(s[1] for s in segs), keys.tobytes(), seqs.tobytes()),
+            )
+
+    async def drop_key_from_index(self, key: int, before_seq: int) -> None:
+        bucket = int(bucket_of(np.array([key], dtype=np.int64))[0])
+        segs = await self._segments(bucket)
+        if segs:
+            await self._replace_bucket(bucket, segs, drop_key=key, before_seq=before_seq)
+
+    async def clear_index(self) -> None:
+        await self._db.execute("DELETE FROM key_postings")
+        await self._set_meta("index_watermark", 0)
+        self.index_watermark = 0
+
+    async def find_key(self, key: int, before_seq: int | None = None) -> list[int]:
+        """Sequence numbers of activity records that mention ``key`` (index + unindexed tail)."""
+        limit = self.head + 1 if before_seq is None else before_seq
+        bucket = int(bucket_of(np.array([key], dtype=np.int64))[0])
+        found: set[int] = set()
+        for _, _, keys, seqs in await self._segments(bucket):
+            lo, hi = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
+            found.update(int(s) for s in seqs[lo:hi] if s < limit)
+        async for records in self.read(self.index_watermark, kinds=[_ACTIVITY], chunk=1024):
+            for rec in records:
+                if rec.seq < limit and np.any(rec.event.key_array() == key):
+                    found.add(rec.seq)
+        return sorted(found)
+
+    # -- rewriting (used by compaction and rotation only) -----------------------------------
+
+    async def replace_payload(self, seq: int, event: ev.Event) -> None:
+        await self._db.execute(
+            "UPDATE journal SET kind = ?, version = ?, payload = ? WHERE seq = ?",
+            (event.KIND, event.VERSION, ev.encode(event), seq),
+        )
+
+    async def delete_record(self, seq: int) -> None:
+        await self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    async def set_key_version(self, version: int) -> None:
+        await self._set_meta("key_version", version)
+        self.key_version = version
+
+
+def _sorted_unique_pairs(keys: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((seqs, keys))
+    keys, seqs = keys[order], seqs[order]
+    if len(keys) > 1:
+        keep = np.ones(len(keys), dtype=bool)
+        keep[1:] = (keys[1:] != keys[:-1]) | (seqs[1:] != seqs[:-1])
+        keys, seqs = keys[keep], seqs[keep]
+    return np.ascontiguousarray(keys, dtype="<i8"), np.ascontiguousarray(seqs, dtype="<i8")
