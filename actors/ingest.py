@@ -64,6 +64,9 @@ class IdempotencyIndex:
         while len(self._entries) > self.kept:
             self._entries.popitem(last=False)
 
+    def advance(self, seq: int) -> None:
+        self.applied_seq = max(self.applied_seq, seq)
+
     def lookup(self, key: str) -> IngestReceipt | None:
         return self._entries.get(key)
 

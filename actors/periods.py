@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 EPOCH = dt.date(1970, 1, 1)
-_EPOCH_ORDINAL = EPOCH.toordinal()
+EPOCH_ORDINAL = EPOCH.toordinal()
 PERIOD_KINDS = ("month", "week", "quarter", "year")
 
 
 def day_of(date: dt.date) -> int:
-    return date.toordinal() - _EPOCH_ORDINAL
+    return date.toordinal() - EPOCH_ORDINAL
 
 
 def date_of(day: int) -> dt.date:
-    return dt.date.fromordinal(day + _EPOCH_ORDINAL)
+    return dt.date.fromordinal(day + EPOCH_ORDINAL)
 
 
 def iso(day: int) -> str:

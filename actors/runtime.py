@@ -34,6 +34,11 @@ from anyio.abc import TaskGroup
 log = structlog.get_logger("actors.runtime")
 
 
+class Refusal(Exception):
+    """A domain answer that happens to be "no" (budget exhausted, period not closed, ...).
+    Delivered to the asker as an exception; not a crash, not logged as one."""
+
+
 class MailboxFull(Exception):
     def __init__(self, actor: str, capacity: int) -> None:
         super().__init__(f"mailbox of {actor} is full ({capacity} messages)")
@@ -144,6 +149,10 @@ class Supervisor:
                     if not isinstance(message, Wake):
                         await actor.handle(message)
                     actor.processed += 1
+                except Refusal as exc:
+                    reply = getattr(message, "reply", None)
+                    if isinstance(reply, asyncio.Future) and not reply.done():
+                        reply.set_exception(exc)
                 except Exception as exc:  # restart from the last good state (see module doc)
                     actor.crashes += 1
                     log.error(

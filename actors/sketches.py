@@ -47,7 +47,8 @@ def summarize(days: list[np.ndarray], *, impl: str, lg_k: int, theta: list | Non
     n = len(members)
     if impl == "set":
         return UnionSummary(n, float(n), float(n), float(n), members)
-    sketches = theta if theta is not None else [build_theta(d, lg_k) for d in days]
+    theta = theta if theta is not None else [None] * len(days)
+    sketches = [t if t is not None else build_theta(d, lg_k) for t, d in zip(theta, days)]
     union = ds.theta_union(lg_k, 1.0, THETA_SEED)
     for s in sketches:
         union.update(s)

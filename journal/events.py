@@ -150,7 +150,8 @@ class Released(Event, frozen=True, kw_only=True):
     accounting_period: str
     sketch_impl: str  # "set" | "theta"
     guarantee: str
-    seen_seq: int
+    budget_remaining: float  # epsilon left in (metric, accounting period) right after this release
+    seen_seq: int  # journal position of the data it reflects (internal; never in a response)
     released_at: float
 
 
@@ -174,6 +175,7 @@ class CounterStarted(Event, frozen=True, kw_only=True):
     noise: list[int]  # lattice units; secret, never part of any response
     epsilon: float
     charge_id: str
+    budget_remaining: float
     started_at: float
 
 

@@ -78,6 +78,10 @@ class SnapshotStore:
             return info, payload
         return None
 
+    def check(self, path: Path, *, journal_id: str, head: int, payload_version: int) -> SnapshotInfo:
+        """Raise ValueError saying why ``path`` would not be trusted (rule 2)."""
+        return self._read(Path(path), journal_id, head, payload_version)[0]
+
     def _read(self, path: Path, journal_id: str, head: int, want_version: int) -> tuple[SnapshotInfo, bytes]:
         data = path.read_bytes()
         if len(data) < _HEADER.size:

@@ -74,7 +74,7 @@ def ledger_rows(root: Path) -> tuple[dict[str, str], list[str]]:
             continue  # the header row
         if len(cells) != COLUMNS or not all(cells):
             problems.append(f"{LEDGER}:{lineno}: row for {names[0]} needs {COLUMNS} non-empty columns")
-        where = cells[0].strip("`").split(":")[0].split(" ")[0]
+        where = cells[0].split()[0].strip("`").split(":")[0]
         if names[0] in rows:
             problems.append(f"{LEDGER}:{lineno}: {names[0]} listed twice")
         rows[names[0]] = where

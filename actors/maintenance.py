@@ -1,0 +1,119 @@
+"""Offline operations on a data directory (the server must be stopped: ``DataDirLock``).
+
+Each one is journal + ``World`` and nothing more: replay is ``World.apply`` over the log,
+a snapshot is ``World.snapshot()`` in the same file format the server writes, restore is the
+server's own boot path, compaction is the server's own purge job.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from actors import periods
+from actors import world as world_mod
+from actors.settings import EngineSettings
+from actors.system import journal_path, restore_world, snapshot_store
+from actors.world import World
+from journal import compaction
+from journal.lock import DataDirLock
+from journal.store import Journal
+
+
+@asynccontextmanager
+async def opened(data_dir: Path):
+    with DataDirLock(data_dir):
+        journal = await Journal.open(journal_path(data_dir))
+        try:
+            yield journal
+        finally:
+            await journal.close()
+
+
+async def describe(journal: Journal, world: World, seconds: float) -> dict:
+    kinds: Counter[str] = Counter()
+    async for records in journal.read(0, chunk=1024):
+        for rec in records:
+            kinds[type(rec.event).__name__] += 1
+    days = sorted(d for d, m in world.days.items() if len(m))
+    return {
+        "journal_seq": journal.head,
+        "records": dict(kinds),
+        "days_with_data": len(days),
+        "first_day": periods.iso(days[0]) if days else None,
+        "last_day": periods.iso(days[-1]) if days else None,
+        "user_days": sum(len(world.days[d]) for d in days),
+        "releases": len(world.releases.log),
+        "counter_runs": len(world.releases.runs),
+        "charges": len(world.ledger.records),
+        "erasures": len(world.erasures.entries),
+        "erasures_awaiting_purge": len(world.erasures.outstanding),
+        "key_version": journal.key_version,
+        "seconds": round(seconds, 3),
+    }
+
+
+async def replay(settings: EngineSettings, data_dir: Path) -> dict:
+    async with opened(data_dir) as journal:
+        started = time.perf_counter()
+        world, _ = await restore_world(journal, None, settings, use_snapshot=False)
+        return {"replayed_from": "journal (snapshots ignored)", **await describe(journal, world, time.perf_counter() - started)}
+
+
+def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_all: bool = False) -> Path:
+    snap = world.snapshot()
+    store = snapshot_store(data_dir)
+    path = store.save(world_mod.encode(snap), last_seq=snap.last_seq, journal_id=journal.journal_id,
+                      payload_version=world_mod.FORMAT)
+    if replace_all:
+        for other in store.list():
+            if other != path:
+                other.unlink(missing_ok=True)
+    return path
+
+
+async def snapshot(settings: EngineSettings, data_dir: Path, out: Path | None = None) -> dict:
+    async with opened(data_dir) as journal:
+        world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
+        path = write_snapshot(journal, world, data_dir)
+        if out is not None:
+            shutil.copyfile(path, out)
+        return {"snapshot": str(path), "copied_to": str(out) if out else None, "seq": world.days_seq}
+
+
+async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = None) -> dict:
+    async with opened(data_dir) as journal:
+        store = snapshot_store(data_dir)
+        if file is not None:
+            # Refuse a file that would be skipped anyway, before it lands among the good ones.
+            store.check(file, journal_id=journal.journal_id, head=journal.head, payload_version=world_mod.FORMAT)
+            store.install(file)
+        started = time.perf_counter()
+        world, from_seq = await restore_world(journal, store, settings)
+        return {
+            "restored_from_snapshot_seq": from_seq,
+            "tail_replayed_from": (from_seq or 0) + 1,
+            **await describe(journal, world, time.perf_counter() - started),
+        }
+
+
+async def compact(settings: EngineSettings, data_dir: Path) -> dict:
+    async with opened(data_dir) as journal:
+        world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
+        targets = [
+            compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at)
+            for e in world.erasures.entries.values()
+            if e.key is not None and e.purged_at is None
+        ]
+        purged = await compaction.purge(journal, targets) if targets else []
+        world, _ = await restore_world(journal, None, settings, use_snapshot=False)
+        path = write_snapshot(journal, world, data_dir, replace_all=True)
+        return {
+            "purged": [
+                {"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed} for r in purged
+            ],
+            "snapshot": str(path),
+        }

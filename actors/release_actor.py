@@ -1,0 +1,349 @@
+"""The release actor: turns "what is DAU/MAU for this period?" into an immutable published record.
+
+Rules:
+1. No value leaves this module before its ``Released`` record is journaled: the reply is read
+   back from the book after the commit that contains it (and its charge) was dispatched.
+2. Noise is drawn here (through ``mechanisms``) and nowhere else, after the accountant has
+   quoted the charge as affordable -- a refused release draws nothing and charges nothing.
+3. A key that already has a release is answered from the book, free. A revision is the only way
+   to publish a period twice, and it is a fresh independent release, charged like any other.
+4. Releases run one at a time (one mailbox), so the accountant's quote cannot go stale and two
+   concurrent first requests for the same period produce one release.
+5. Every erasure that precedes a release in the journal is honoured by it, including erasures
+   that arrive while the release is being computed: the release is committed through
+   ``append_prepared``, whose callback sees every erasure dispatched before it and removes those
+   users from the count (or, for a counter step, from the step's flips). Other late data simply
+   waits for later releases (``seen_seq`` records the position the data was read at).
+6. A counter run covers the accounting period's days in order; releasing day t first steps every
+   earlier unreleased day of the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import numpy as np
+
+from actors import accounting, counters, flippancy, mechanisms, membership, periods, sketches
+from actors.accountant import AccountantActor, Quote, QuoteCharge, next_reset
+from actors.days import DayView
+from actors.releases import BudgetExhausted, Key, NothingToRevise, NotClosed, ReleaseBook
+from actors.runtime import Actor, Ask
+from actors.settings import COUNTER_MECHANISMS, EngineSettings
+from journal import events as ev
+from journal.groupcommit import Committer
+
+
+class DayViews(Protocol):
+    async def views(self, days: range, with_theta: bool) -> tuple[list[DayView], int]: ...
+
+
+@dataclass(slots=True)
+class RequestRelease(Ask):
+    key: Key = ("dau", 0, 1)
+
+
+@dataclass(slots=True)
+class RequestRevision(Ask):
+    key: Key = ("dau", 0, 1)
+
+
+@dataclass(slots=True)
+class ReleaseBarrier(Ask):
+    seq: int = 0
+
+
+THETA_GUARANTEE = (
+    "not formally DP: the theta estimate's sensitivity is about estimate/k, not 1; "
+    "use SKETCH_IMPL=set for the reference guarantee"
+)
+
+
+class ReleaseActor(Actor):
+    kind = "release"
+
+    def __init__(
+        self,
+        book: ReleaseBook,
+        settings: EngineSettings,
+        *,
+        capacity: int,
+        committer: Committer,
+        days: DayViews,
+        accountant: AccountantActor,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        super().__init__("release", capacity)
+        self.book = book
+        self.settings = settings
+        self.committer = committer
+        self.days = days
+        self.accountant = accountant
+        self.clock = clock
+        self._plans: dict[str, counters.CounterPlan] = {}
+
+    def apply_fed(self, item: tuple[int, object]) -> None:
+        seq, event = item
+        self.book.apply(seq, event)
+
+    async def handle(self, message: object) -> None:
+        if isinstance(message, RequestRelease):
+            message.reply.set_result(await self._release(message.key))
+        elif isinstance(message, RequestRevision):
+            message.reply.set_result(await self._revise(message.key))
+        elif isinstance(message, ReleaseBarrier):
+            self.book.advance(message.seq)
+            message.reply.set_result(self.book.snapshot())
+        else:
+            raise TypeError(f"release actor cannot handle {type(message).__name__}")
+
+    # -- entry points ----------------------------------------------------------------------
+
+    async def _release(self, key: Key) -> ev.Released:
+        existing = self.book.latest(key)
+        if existing is not None:
+            return existing
+        metric, day, window = key
+        self._check_closed(day)
+        period = periods.period_of(day, self.settings.privacy_period)
+        mechanism = self.settings.mechanism(metric)
+        if mechanism in COUNTER_MECHANISMS and window == self._default_window(metric):
+            await self._counter_release(metric, day, period, mechanism)
+        else:
+            await self._independent(key, _independent_of(mechanism), period)
+        released = self.book.latest(key)
+        assert released is not None
+        return released
+
+    async def _revise(self, key: Key) -> ev.Released:
+        if self.book.latest(key) is None:
+            raise NothingToRevise(f"no release of {key[0]} for that period yet; request it first")
+        period = periods.period_of(key[1], self.settings.privacy_period)
+        await self._independent(key, _independent_of(self.settings.mechanism(key[0])), period)
+        released = self.book.latest(key)
+        assert released is not None
+        return released
+
+    def _check_closed(self, day: int) -> None:
+        s = self.settings
+        if not periods.is_closed(day, self.clock(), s.tz, s.lateness_hours):
+            raise NotClosed(periods.closes_at(day, s.tz, s.lateness_hours).isoformat())
+
+    def _default_window(self, metric: str) -> int:
+        return 1 if metric == "dau" else self.settings.mau_window_days
+
+    async def _quote(self, metric: str, period: periods.Period, charge: accounting.Charge) -> Quote:
+        quote: Quote = await self.accountant.ask(QuoteCharge(metric=metric, period=period, charge=charge))
+        if not quote.fits:
+            raise BudgetExhausted(metric, period.label, quote.spent, quote.after, quote.cap, quote.next_reset)
+        return quote
+
+    # -- independent releases (gaussian / laplace, and every revision) ---------------------
+
+    async def _independent(self, key: Key, mechanism: str, period: periods.Period) -> None:
+        s = self.settings
+        metric, end, window = key
+        cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
+        quote = await self._quote(metric, period, cal.charge)
+        theta = s.sketch_impl == "theta"
+        views, seen = await self.days.views(periods.window_days(end, window), theta)
+        summary = await anyio.to_thread.run_sync(
+            functools.partial(
+                sketches.summarize,
+                [v.members for v in views],
+                impl=s.sketch_impl,
+                lg_k=s.theta_lg_k,
+                theta=[v.theta for v in views] if theta else None,
+            )
+        )
+        noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
+        revision = len(self.book.by_key.get(key, ()))
+        purpose = "revision" if revision else "release"
+
+        def prepare() -> list[ev.Event]:
+            erased, _ = pending_erasures(self.feed, None)
+            gone = int(membership.contains(summary.members, erased).sum()) if len(erased) else 0
+            if theta:
+                noisy = mechanisms.release_theta(
+                    cal, summary.estimate - gone, summary.lower - gone, summary.upper - gone, noise_value
+                )
+            else:
+                noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
+            charge = self._charge_event(metric, period, cal.charge, cal.epsilon, purpose)
+            guarantee = THETA_GUARANTEE if theta else _independent_guarantee(cal, period)
+            return [
+                charge,
+                self._released(
+                    key, revision, noisy, mechanism, cal.params, cal.epsilon, cal.delta, charge.charge_id,
+                    period, max(0.0, quote.cap - quote.after), guarantee, seen,
+                ),
+            ]
+
+        await self.committer.append_prepared(prepare)
+        self.drain_feed()
+
+    # -- continual counters ----------------------------------------------------------------
+
+    async def _counter_release(self, metric: str, day: int, period: periods.Period, kind: str) -> None:
+        run = self.book.run_for(metric, period.label)
+        if run is None:
+            await self._start_run(metric, period, kind)
+            run = self.book.run_for(metric, period.label)
+            assert run is not None
+        target = period.index_of(day)
+        while run.t < target:
+            await self._step(run, metric, period)
+
+    async def _start_run(self, metric: str, period: periods.Period, kind: str) -> None:
+        s = self.settings
+        epsilon = s.counter_epsilon(metric) or await anyio.to_thread.run_sync(
+            accounting.default_counter_epsilon, period.days, s.epsilon(metric), s.delta
+        )
+        plan = await anyio.to_thread.run_sync(
+            mechanisms.counter_plan, kind, period.days, s.w_bound, epsilon, s.delta, s.lattice_bits
+        )
+        charge = mechanisms.counter_charge(plan)
+        quote = await self._quote(metric, period, charge)
+        noise_vector = counters.draw_counter_noise(plan)  # drawn once per run, kept secret
+        charged = self._charge_event(metric, period, charge, epsilon, "counter_run")
+        started = ev.CounterStarted(
+            run_id=uuid.uuid4().hex,
+            metric=metric,
+            accounting_period=period.label,
+            first_day=period.first_day,
+            horizon=period.days,
+            window=self._default_window(metric),
+            kind=kind,
+            flip_bound=plan.w,
+            noise_multiplier=plan.noise_multiplier,
+            sensitivity=plan.sensitivity,
+            sensitivity_exact=plan.sensitivity_exact,
+            sigma=plan.sigma,
+            lattice_bits=plan.lattice_bits,
+            noise=noise_vector,
+            epsilon=epsilon,
+            charge_id=charged.charge_id,
+            budget_remaining=max(0.0, quote.cap - quote.after),
+            started_at=self.clock().timestamp(),
+        )
+        self._plans[started.run_id] = plan
+        await self.committer.append_prepared(lambda: [charged, started])
+        self.drain_feed()
+
+    def _plan(self, run: flippancy.CounterRun) -> counters.CounterPlan:
+        plan = self._plans.get(run.run_id)
+        if plan is None:
+            st = run.started
+            plan = counters.plan_counter(st.kind, st.horizon, st.flip_bound, st.noise_multiplier, st.lattice_bits)  # type: ignore[arg-type]
+            self._plans[run.run_id] = plan
+        return plan
+
+    async def _step(self, run: flippancy.CounterRun, metric: str, period: periods.Period) -> None:
+        t = run.t + 1
+        day = period.first_day + t - 1
+        window = run.started.window
+        views, seen = await self.days.views(periods.window_days(day, window), False)
+        members = await anyio.to_thread.run_sync(membership.union, [v.members for v in views])
+        proposal = await anyio.to_thread.run_sync(flippancy.plan_step, run, members)
+        plan = await anyio.to_thread.run_sync(self._plan, run)
+        key: Key = (metric, day, window)
+        revision = len(self.book.by_key.get(key, ()))
+
+        def prepare() -> list[ev.Event]:
+            erased, exits = pending_erasures(self.feed, run.run_id)
+            entered, left, consumed = flippancy.adjust_for_erasures(run, proposal, erased, exits)
+            step = flippancy.step_event(run, day, entered, left, consumed, proposal.frozen)
+            noisy = mechanisms.release_counter(plan, [*run.z, step.z], run.started.noise)
+            st = run.started
+            guarantee = (
+                f"user-level ({st.epsilon:.4g}, {self.settings.delta:g})-DP for the whole {st.kind} counter run "
+                f"over {st.accounting_period} (all its days together); users whose membership would flip more "
+                f"than {st.flip_bound} times are frozen (a bias, not a privacy loss)"
+            )
+            released = self._released(
+                key, revision, noisy, st.kind, mechanisms.counter_params(plan, t), st.epsilon,
+                self.settings.delta, st.charge_id, period, st.budget_remaining, guarantee, seen,
+            )
+            return [step, released]
+
+        await self.committer.append_prepared(prepare)
+        self.drain_feed()
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _charge_event(
+        self, metric: str, period: periods.Period, charge: accounting.Charge, epsilon: float, purpose: str
+    ) -> ev.BudgetCharged:
+        return ev.BudgetCharged(
+            charge_id=uuid.uuid4().hex,
+            metric=metric,
+            accounting_period=period.label,
+            mechanism=charge.mechanism,
+            parameter=charge.parameter,
+            sensitivity=charge.sensitivity,
+            epsilon=epsilon,
+            delta=self.settings.delta,
+            charged_at=self.clock().timestamp(),
+            purpose=purpose,
+        )
+
+    def _released(
+        self, key: Key, revision: int, noisy: mechanisms.Noisy, mechanism: str, params: ev.NoiseParams,
+        epsilon: float, delta: float, charge_id: str, period: periods.Period, remaining: float,
+        guarantee: str, seen: int,
+    ) -> ev.Released:
+        metric, end, window = key
+        return ev.Released(
+            release_id=uuid.uuid4().hex,
+            metric=metric,
+            day=end if metric == "dau" else None,
+            end=end if metric == "mau" else None,
+            window=window if metric == "mau" else None,
+            revision=revision,
+            estimate=noisy.estimate,
+            lower_95=noisy.lower,
+            upper_95=noisy.upper,
+            mechanism=mechanism,
+            noise=params,
+            epsilon_used=epsilon,
+            delta=delta,
+            charge_id=charge_id,
+            accounting_period=period.label,
+            sketch_impl=self.settings.sketch_impl if mechanism not in COUNTER_MECHANISMS else "set",
+            guarantee=guarantee,
+            budget_remaining=remaining,
+            seen_seq=seen,
+            released_at=self.clock().timestamp(),
+        )
+
+
+def _independent_of(mechanism: str) -> str:
+    """Counter metrics release revisions and non-default windows with the Gaussian mechanism."""
+    return mechanism if mechanism in ("gaussian", "laplace") else "gaussian"
+
+
+def _independent_guarantee(cal: mechanisms.Calibrated, period: periods.Period) -> str:
+    delta = "" if cal.mechanism == "laplace" else f", {cal.delta:g}"
+    return (
+        f"user-level ({cal.epsilon:g}{delta})-DP for this release; composed tightly (PLD) with every "
+        f"release of {period.label}, within the period's cap"
+    )
+
+
+def pending_erasures(feed, run_id: str | None) -> tuple[np.ndarray, int]:
+    """Keys erased, and anonymous counter exits owed to ``run_id``, among fed-but-unapplied records."""
+    keys: list[int] = []
+    exits = 0
+    for _, event in feed:
+        if isinstance(event, ev.UserErased):
+            if event.key is not None:
+                keys.append(event.key)
+            if run_id is not None:
+                exits += event.counter_exits.get(run_id, 0)
+    return np.unique(np.array(keys, dtype=np.int64)), exits

@@ -1,0 +1,170 @@
+"""The release book: every published number, and the state of every continual-counter run.
+
+Rules:
+1. A release is identified by its key (metric, day-or-end, window) and revision. The book only
+   grows; the current value of a key is its latest revision. Nothing here ever re-draws or
+   edits a published value.
+2. The book changes only by applying journaled records in journal order (``Released``,
+   ``CounterStarted``, ``CounterStepped``, ``UserErased``); replay, snapshot + tail, and the live
+   actor all call the same ``apply``.
+3. A finished run (all days of its horizon stepped) drops its per-user arrays: nothing can
+   flip any more, and pseudonyms should not linger where they are no longer needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from actors import flippancy
+from actors.flippancy import CounterRun
+from actors.membership import EMPTY
+from actors.runtime import Refusal
+from journal.events import CounterStarted, CounterStepped, Released, UserErased
+
+Key = tuple[str, int, int]  # (metric, DAU day or MAU end, window; 1 for DAU)
+
+
+def key_of(event: Released) -> Key:
+    if event.metric == "dau":
+        assert event.day is not None
+        return ("dau", event.day, 1)
+    assert event.end is not None and event.window is not None
+    return ("mau", event.end, event.window)
+
+
+class NotClosed(Refusal):
+    def __init__(self, closes_at: str) -> None:
+        super().__init__(f"the period closes at {closes_at}; nothing is released (or charged) before that")
+        self.closes_at = closes_at
+
+
+class BudgetExhausted(Refusal):
+    def __init__(self, metric: str, period: str, spent: float, needed: float, cap: float, next_reset: str):
+        super().__init__(
+            f"{metric} budget for {period} would reach epsilon {needed:.4f} > cap {cap}; nothing was charged"
+        )
+        self.body = {
+            "metric": metric,
+            "accounting_period": period,
+            "epsilon_spent": spent,
+            "epsilon_after_release": needed,
+            "epsilon_cap": cap,
+            "next_reset": next_reset,
+        }
+
+
+class NothingToRevise(Refusal):
+    pass
+
+
+class RunSnapshot(msgspec.Struct, frozen=True):
+    started: CounterStarted
+    counted: bytes
+    flip_keys: bytes
+    flip_counts: bytes
+    z: list[int]
+    pending_exits: int
+    frozen_total: int
+
+
+class ReleaseSnapshot(msgspec.Struct, frozen=True):
+    applied_seq: int
+    releases: list[Released]
+    runs: list[RunSnapshot]
+
+
+@dataclass
+class ReleaseBook:
+    applied_seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.by_key: dict[Key, list[Released]] = {}
+        self.log: list[Released] = []
+        self.runs: dict[str, CounterRun] = {}
+        self.run_of_period: dict[tuple[str, str], str] = {}
+
+    # -- applying --------------------------------------------------------------------------
+
+    def apply(self, seq: int, event: object) -> None:
+        if seq <= self.applied_seq:
+            return
+        self.applied_seq = seq
+        if isinstance(event, Released):
+            self.by_key.setdefault(key_of(event), []).append(event)
+            self.log.append(event)
+        elif isinstance(event, CounterStarted):
+            self.runs[event.run_id] = CounterRun(event)
+            self.run_of_period[(event.metric, event.accounting_period)] = event.run_id
+        elif isinstance(event, CounterStepped):
+            run = self.runs[event.run_id]
+            flippancy.apply_step(run, event)
+            if run.t >= run.started.horizon:
+                _drop_users(run)
+        elif isinstance(event, UserErased):
+            for run in self.active_runs():
+                flippancy.apply_erasure(run, event.key, event.counter_exits.get(run.run_id, 0))
+
+    def advance(self, seq: int) -> None:
+        self.applied_seq = max(self.applied_seq, seq)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def latest(self, key: Key) -> Released | None:
+        revisions = self.by_key.get(key)
+        return revisions[-1] if revisions else None
+
+    def run_for(self, metric: str, period: str) -> CounterRun | None:
+        run_id = self.run_of_period.get((metric, period))
+        return None if run_id is None else self.runs[run_id]
+
+    def active_runs(self) -> list[CounterRun]:
+        return [r for r in self.runs.values() if r.t < r.started.horizon]
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> ReleaseSnapshot:
+        return ReleaseSnapshot(
+            self.applied_seq,
+            list(self.log),
+            [
+                RunSnapshot(
+                    r.started,
+                    r.counted.astype("<i8").tobytes(),
+                    r.flip_keys.astype("<i8").tobytes(),
+                    r.flip_counts.astype(np.uint8).tobytes(),
+                    list(r.z),
+                    r.pending_exits,
+                    r.frozen_total,
+                )
+                for r in self.runs.values()
+            ],
+        )
+
+    @classmethod
+    def restore(cls, snap: ReleaseSnapshot) -> ReleaseBook:
+        book = cls(snap.applied_seq)
+        for event in snap.releases:
+            book.by_key.setdefault(key_of(event), []).append(event)
+            book.log.append(event)
+        for rs in snap.runs:
+            run = CounterRun(
+                rs.started,
+                np.frombuffer(rs.counted, dtype="<i8").astype(np.int64),
+                np.frombuffer(rs.flip_keys, dtype="<i8").astype(np.int64),
+                np.frombuffer(rs.flip_counts, dtype=np.uint8).copy(),
+                list(rs.z),
+                rs.pending_exits,
+                rs.frozen_total,
+            )
+            book.runs[run.run_id] = run
+            book.run_of_period[(rs.started.metric, rs.started.accounting_period)] = run.run_id
+        return book
+
+
+def _drop_users(run: CounterRun) -> None:
+    run.counted = EMPTY
+    run.flip_keys = EMPTY
+    run.flip_counts = np.empty(0, dtype=np.uint8)

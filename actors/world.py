@@ -1,0 +1,156 @@
+"""The whole derived state as one pure value: what replay builds and what a snapshot holds.
+
+Rules:
+1. ``World.apply`` is the single routing table from journal records to state: activity to the
+   day memberships and the idempotency index, erasures to the days, the release book and the
+   erasure book, charges to the ledger. The live system routes the same records the same way
+   (``actors/router.py``); the property tests hold the two to equality.
+2. Every component remembers the last seq it applied (``applied_seq``) and ignores records at or
+   below it. A snapshot therefore needs no global pause: each component is captured at its own
+   position (all >= the snapshot's ``last_seq``), and tail replay from ``last_seq + 1`` brings
+   each one forward from exactly where it stood.
+3. The snapshot payload has its own ``FORMAT`` (checked by ``journal.snapshots``); a snapshot of
+   another format is ignored, never upcast by guesswork.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from actors.accountant import Ledger, LedgerSnapshot
+from actors.erasure import ErasureBook, ErasureSnapshot
+from actors.ingest import IdempotencyIndex, IdempotencySnapshot
+from actors.membership import Membership
+from actors.releases import ReleaseBook, ReleaseSnapshot
+from journal import events as ev
+from journal.store import StoredRecord
+
+FORMAT = 1
+
+
+class DaySnapshot(msgspec.Struct, frozen=True, array_like=True):
+    day: int
+    members: bytes  # sorted int64 LE
+
+
+class WorldSnapshot(msgspec.Struct, frozen=True):
+    format: int
+    days_seq: int
+    days: list[DaySnapshot]
+    ingest: IdempotencySnapshot
+    releases: ReleaseSnapshot
+    ledger: LedgerSnapshot
+    erasures: ErasureSnapshot
+
+    @property
+    def last_seq(self) -> int:
+        """The position every component is at or past (rule 2)."""
+        return min(
+            self.days_seq,
+            self.ingest.applied_seq,
+            self.releases.applied_seq,
+            self.ledger.applied_seq,
+            self.erasures.applied_seq,
+        )
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(WorldSnapshot)
+
+
+class World:
+    def __init__(self, *, idempotency_keys: int = 100_000) -> None:
+        self.days: dict[int, Membership] = {}
+        self.days_seq = 0
+        self.ingest = IdempotencyIndex(idempotency_keys)
+        self.releases = ReleaseBook()
+        self.ledger = Ledger()
+        self.erasures = ErasureBook()
+
+    def apply(self, rec: StoredRecord) -> None:
+        event = rec.event
+        if isinstance(event, ev.ActivityBatchRecorded):
+            self.ingest.apply(rec.seq, rec.last_seq, event)
+            if rec.seq > self.days_seq:
+                self._apply_activity(event)
+        elif isinstance(event, ev.UserErased):
+            if rec.seq > self.days_seq and event.key is not None:
+                keys = np.array([event.key], dtype=np.int64)
+                for day, m in self.days.items():
+                    self.days[day] = m.apply_folding(keys, np.zeros(1, dtype=np.uint8))
+            self.releases.apply(rec.seq, event)
+            self.erasures.apply(rec.seq, event)
+        elif isinstance(event, ev.ErasurePurged):
+            self.erasures.apply(rec.seq, event)
+        elif isinstance(event, ev.BudgetCharged):
+            self.ledger.apply(rec.seq, event)
+        elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
+            self.releases.apply(rec.seq, event)
+        self.days_seq = max(self.days_seq, rec.last_seq)
+
+    def _apply_activity(self, event: ev.ActivityBatchRecorded) -> None:
+        for day, keys, ops in split_by_day(event):
+            self.days[day] = self.days.get(day, EMPTY_DAY).apply_folding(keys, ops)
+
+    def fold(self) -> None:
+        self.days = {d: m.folded() for d, m in self.days.items()}
+
+    def counts(self) -> dict[int, int]:
+        return {d: len(m) for d, m in sorted(self.days.items()) if len(m)}
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> WorldSnapshot:
+        self.fold()
+        return WorldSnapshot(
+            FORMAT,
+            self.days_seq,
+            [DaySnapshot(d, m.base.astype("<i8").tobytes()) for d, m in sorted(self.days.items())],
+            self.ingest.snapshot(),
+            self.releases.snapshot(),
+            self.ledger.snapshot(),
+            self.erasures.snapshot(),
+        )
+
+    @classmethod
+    def restore(cls, snap: WorldSnapshot, *, idempotency_keys: int = 100_000) -> World:
+        world = cls(idempotency_keys=idempotency_keys)
+        world.days = {
+            d.day: Membership(np.frombuffer(d.members, dtype="<i8").astype(np.int64)) for d in snap.days
+        }
+        world.days_seq = snap.days_seq
+        world.ingest = IdempotencyIndex.restore(snap.ingest, idempotency_keys)
+        world.releases = ReleaseBook.restore(snap.releases)
+        world.ledger = Ledger.restore(snap.ledger)
+        world.erasures = ErasureBook.restore(snap.erasures)
+        return world
+
+
+EMPTY_DAY = Membership()
+
+
+def split_by_day(event: ev.ActivityBatchRecorded):
+    """(day, keys, ops) per day in the batch, each in the batch's (journal) order."""
+    days = event.day_array()
+    keys = event.key_array().astype(np.int64)
+    ops = event.op_array()
+    if len(days) == 0:
+        return
+    first = days[0]
+    if np.all(days == first):
+        yield int(first), keys, ops
+        return
+    order = np.argsort(days, kind="stable")  # stable: keeps journal order within a day
+    sorted_days = days[order]
+    bounds = np.flatnonzero(np.diff(sorted_days)) + 1
+    for idx in np.split(order, bounds):
+        yield int(days[idx[0]]), keys[idx], ops[idx]
+
+
+def encode(snap: WorldSnapshot) -> bytes:
+    return _encoder.encode(snap)
+
+
+def decode(payload: bytes) -> WorldSnapshot:
+    return _decoder.decode(payload)

@@ -1,0 +1,280 @@
+"""The aiohttp application: thin translators between HTTP and the actor system.
+
+Rules:
+1. Handlers validate (schemas.py), pseudonymise (identity.py) and call one ``ActorSystem``
+   coroutine; they hold no state and make no decision the actors own.
+2. Every error leaves as JSON ``{"error": code, "detail": text, ...}`` with a 4xx/5xx status; a
+   bad request changes nothing and the server keeps serving (middlewares.py).
+3. The actor system's lifetime is the app's (``cleanup_ctx``): started before the first request
+   is served, stopped gracefully -- commit, dispatch, snapshot -- after the last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from actors import periods
+from actors.periods import EPOCH_ORDINAL
+from actors.system import ActorSystem
+from gateway import openapi
+from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
+from gateway.config import Config
+from gateway.errors import BadRequest, error_middleware
+from gateway.identity import Pseudonymizer, open_pseudonymizer
+from gateway.metrics import Metrics
+from gateway.middleware import auth_middleware, observe_middleware
+from gateway.schemas import (
+    BatchIn,
+    ErasureIn,
+    EventIn,
+    IngestOut,
+    ReleasePage,
+    ReviseIn,
+    erasure_out,
+    release_out,
+)
+from journal.lock import DataDirLock
+
+_top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_batch = msgspec.json.Decoder(BatchIn)
+_single = msgspec.json.Decoder(EventIn)
+_erasure = msgspec.json.Decoder(ErasureIn)
+_revise = msgspec.json.Decoder(ReviseIn)
+
+
+def json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        client_max_size=config.gateway.max_body_bytes,
+        middlewares=[observe_middleware, error_middleware, auth_middleware],
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_actor_system)
+    app.router.add_post("/event", post_event)
+    app.router.add_get("/dau/{day}", get_dau)
+    app.router.add_get("/mau", get_mau)
+    app.router.add_post("/erasure", post_erasure)
+    app.router.add_get("/erasure/{erasure_id}", get_erasure)
+    app.router.add_get("/budget", get_budget)
+    app.router.add_get("/releases", get_releases)
+    app.router.add_post("/releases/revise", post_revise)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    app.router.add_get("/openapi.json", get_openapi)
+    return app
+
+
+async def _actor_system(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    with DataDirLock(cfg.data_dir):
+        system = ActorSystem(cfg.engine, cfg.data_dir, synchronous=cfg.gateway.journal_sync)
+        async with system.running():
+            app[PSEUDONYMS] = open_pseudonymizer(
+                cfg.data_dir, cfg.gateway.hash_salt_secret, cfg.gateway.production,
+                system.journal.key_version, cfg.gateway.pseudonym_cache,
+            )
+            app[SYSTEM] = system
+            yield
+
+
+# -- ingest --------------------------------------------------------------------------------
+
+
+def decode_events(body: bytes, cfg: Config) -> list[EventIn]:
+    try:
+        top = _top_level.decode(body)
+        if "events" in top:
+            events = _batch.decode(body).events
+            if not events:
+                raise BadRequest(422, "empty_batch", "the batch holds no events", "$.events")
+        else:
+            events = [_single.decode(body)]
+    except msgspec.DecodeError as exc:
+        raise BadRequest.from_msgspec(exc) from None
+    if len(events) > cfg.gateway.max_batch_events:
+        raise BadRequest(413, "batch_too_large", f"{len(events)} events; at most {cfg.gateway.max_batch_events} per request", "$.events")
+    return events
+
+
+def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, now: dt.datetime):
+    gw = cfg.gateway
+    prefix = "$.events" if len(events) > 1 else "$"
+    days = np.fromiter((e.day.toordinal() for e in events), dtype=np.int64, count=len(events)) - EPOCH_ORDINAL
+    latest = periods.today(now, cfg.engine.tz) + gw.future_days_allowed
+    late = np.flatnonzero(days > latest)
+    if len(late):
+        i = int(late[0])
+        raise BadRequest(
+            422, "day_in_future", f"{events[i].day} is more than {gw.future_days_allowed} day(s) ahead of today in {cfg.engine.timezone}",
+            f"{prefix}[{i}].day" if len(events) > 1 else "$.day",
+        )
+    metadata: list[tuple[int, bytes]] = []
+    for i, e in enumerate(events):
+        if e.metadata is not None:
+            raw = bytes(e.metadata)
+            where = f"{prefix}[{i}].metadata" if len(events) > 1 else "$.metadata"
+            if len(raw) > gw.max_metadata_bytes:
+                raise BadRequest(422, "metadata_too_large", f"{len(raw)} bytes; at most {gw.max_metadata_bytes}", where)
+            if not raw.lstrip().startswith(b"{"):
+                raise BadRequest(422, "invalid_metadata", "metadata must be a JSON object", where)
+            metadata.append((i, raw))
+    ops = np.fromiter((e.op == "+" for e in events), dtype=np.uint8, count=len(events))
+    keys = pseudonyms.keys([e.user_id for e in events])
+    return keys, days.astype(np.int32), ops, metadata
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise BadRequest(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+async def post_event(request: web.Request) -> web.Response:
+    app = request.app
+    cfg = app[CONFIG]
+    key = idempotency_key(request)
+    events = decode_events(await request.read(), cfg)
+    system = app[SYSTEM]
+    columns = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
+    receipt, replayed = await system.ingest(*columns, idempotency_key=key)
+    if not replayed:
+        app[METRICS].events.inc(receipt.ingested)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json(IngestOut(receipt.ingested, receipt.first_seq, receipt.last_seq), headers=headers)
+
+
+# -- releases ------------------------------------------------------------------------------
+
+
+def parse_day(text: str | None, field: str) -> int:
+    if not text:
+        raise BadRequest(400, "missing_parameter", f"{field} is required (YYYY-MM-DD)", field)
+    try:
+        return periods.parse_day(text)
+    except ValueError as exc:
+        raise BadRequest(400, "invalid_date", str(exc), field) from None
+
+
+def parse_window(text: str | None, cfg: Config) -> int:
+    if text is None:
+        return cfg.engine.mau_window_days
+    if not text.isdigit() or not 1 <= int(text) <= cfg.engine.max_window_days:
+        raise BadRequest(400, "invalid_window", f"window must be an integer in 1..{cfg.engine.max_window_days}", "window")
+    return int(text)
+
+
+async def get_dau(request: web.Request) -> web.Response:
+    day = parse_day(request.match_info["day"], "day")
+    released = await request.app[SYSTEM].release(("dau", day, 1))
+    return json(release_out(released))
+
+
+async def get_mau(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    end = parse_day(request.query.get("end"), "end")
+    window = parse_window(request.query.get("window"), cfg)
+    released = await request.app[SYSTEM].release(("mau", end, window))
+    return json(release_out(released))
+
+
+async def post_revise(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    try:
+        body = _revise.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        raise BadRequest.from_msgspec(exc) from None
+    if body.metric == "dau":
+        if body.day is None:
+            raise BadRequest(422, "missing_field", "day is required for metric dau", "$.day")
+        key = ("dau", body.day.toordinal() - EPOCH_ORDINAL, 1)
+    else:
+        if body.end is None:
+            raise BadRequest(422, "missing_field", "end is required for metric mau", "$.end")
+        window = body.window or cfg.engine.mau_window_days
+        if window > cfg.engine.max_window_days:
+            raise BadRequest(422, "invalid_window", f"window must be at most {cfg.engine.max_window_days}", "$.window")
+        key = ("mau", body.end.toordinal() - EPOCH_ORDINAL, window)
+    released = await request.app[SYSTEM].revise(key)
+    return json(release_out(released), status=201)
+
+
+async def get_releases(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        offset = int(q.get("offset", "0"))
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequest(400, "invalid_parameter", "offset and limit must be integers") from None
+    if offset < 0 or not 1 <= limit <= 1000:
+        raise BadRequest(400, "invalid_parameter", "offset >= 0 and 1 <= limit <= 1000")
+    metric = q.get("metric")
+    if metric not in (None, "dau", "mau"):
+        raise BadRequest(400, "invalid_parameter", "metric must be dau or mau", "metric")
+    page, total = request.app[SYSTEM].releases(offset, limit, metric)
+    return json(ReleasePage([release_out(r) for r in page], total, offset, limit))
+
+
+async def get_budget(request: web.Request) -> web.Response:
+    return json(await request.app[SYSTEM].budget(request.query.get("period")))
+
+
+# -- erasure -------------------------------------------------------------------------------
+
+
+async def post_erasure(request: web.Request) -> web.Response:
+    try:
+        body = _erasure.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        raise BadRequest.from_msgspec(exc) from None
+    key = request.app[PSEUDONYMS].key(body.user_id)
+    receipt = await request.app[SYSTEM].erase(key)
+    return json(erasure_out(receipt), status=202)
+
+
+async def get_erasure(request: web.Request) -> web.Response:
+    receipt = await request.app[SYSTEM].erasure_status(request.match_info["erasure_id"])
+    if receipt is None:
+        raise BadRequest(404, "unknown_erasure", "no erasure with that id")
+    return json(erasure_out(receipt))
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    system = request.app[SYSTEM]
+    stats = system.stats()
+    budget = await system.budget() if system.ready else None
+    metrics = request.app[METRICS]
+    metrics.update(stats, budget)
+    return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return json({"status": "ok"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    system = request.app.get(SYSTEM)
+    ready = bool(system and system.ready and system.committer.failure is None)
+    body = {"ready": ready}
+    if system is not None:
+        body["journal_seq"] = system.journal.head
+    return json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json(openapi.document(request.app))

@@ -1,0 +1,15 @@
+"""Typed keys for what the aiohttp app holds (shared by handlers and middlewares)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from actors.system import ActorSystem
+from gateway.config import Config
+from gateway.identity import Pseudonymizer
+from gateway.metrics import Metrics
+
+CONFIG = web.AppKey("config", Config)
+SYSTEM = web.AppKey("system", ActorSystem)
+PSEUDONYMS = web.AppKey("pseudonyms", Pseudonymizer)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,128 @@
+"""The OpenAPI 3.1 document, generated from the same Structs the handlers encode and decode.
+
+``OPERATIONS`` lists every route the app registers; a test fails if a route exists in one
+and not the other, and another validates live responses against these schemas.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from gateway.schemas import (
+    BatchIn,
+    ErasureIn,
+    ErasureOut,
+    ErrorOut,
+    EventIn,
+    IngestOut,
+    ReleaseOut,
+    ReleasePage,
+    ReviseIn,
+)
+
+_REF = "#/components/schemas/{name}"
+_SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
+    [EventIn, BatchIn, ErasureIn, ReviseIn, IngestOut, ErrorOut, ReleaseOut, ReleasePage, ErasureOut],
+    ref_template=_REF,
+)
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = _json(_ref("ErrorOut"), "Error: `error` is a code, `detail` says what is wrong")
+_OBJECT = {"type": "object"}
+_DAY = {"type": "string", "format": "date"}
+
+OPERATIONS: dict[tuple[str, str], dict] = {
+    ("post", "/event"): {
+        "summary": "Ingest one event or a batch; answers after the events are durable",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [_ref("EventIn"), _ref("BatchIn")]}}}},
+        "responses": {"200": _json(_ref("IngestOut"), "Durably journaled"), "400": _ERROR, "413": _ERROR, "422": _ERROR, "503": _ERROR},
+    },
+    ("get", "/dau/{day}"): {
+        "summary": "The DAU release for a closed day (created and charged on first request)",
+        "parameters": [{"name": "day", "in": "path", "required": True, "schema": _DAY}],
+        "responses": {"200": _json(_ref("ReleaseOut"), "Release"), "400": _ERROR, "409": _ERROR, "429": _ERROR, "503": _ERROR},
+    },
+    ("get", "/mau"): {
+        "summary": "The MAU release for the window of `window` days ending on `end`",
+        "parameters": [
+            {"name": "end", "in": "query", "required": True, "schema": _DAY},
+            {"name": "window", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+        ],
+        "responses": {"200": _json(_ref("ReleaseOut"), "Release"), "400": _ERROR, "409": _ERROR, "429": _ERROR, "503": _ERROR},
+    },
+    ("post", "/erasure"): {
+        "summary": "Erase a user from every day; returns a receipt",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ErasureIn")}}},
+        "responses": {"202": _json(_ref("ErasureOut"), "Accepted"), "400": _ERROR, "422": _ERROR, "503": _ERROR},
+    },
+    ("get", "/erasure/{erasure_id}"): {
+        "summary": "Status of an erasure: pending, applied, purged",
+        "parameters": [{"name": "erasure_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _json(_ref("ErasureOut"), "Receipt"), "404": _ERROR},
+    },
+    ("get", "/budget"): {
+        "summary": "Privacy budget spent and remaining per metric and accounting period (tight PLD composition)",
+        "parameters": [{"name": "period", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _json(_OBJECT, "Budget report")},
+    },
+    ("get", "/releases"): {
+        "summary": "The release log, paged",
+        "parameters": [
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "metric", "in": "query", "schema": {"enum": ["dau", "mau"]}},
+        ],
+        "responses": {"200": _json(_ref("ReleasePage"), "Page"), "400": _ERROR},
+    },
+    ("post", "/releases/revise"): {
+        "summary": "Admin: re-release a past period with fresh noise, charged, labelled with its revision",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReviseIn")}}},
+        "responses": {"201": _json(_ref("ReleaseOut"), "New revision"), "404": _ERROR, "422": _ERROR, "429": _ERROR},
+    },
+    ("get", "/metrics"): {
+        "summary": "Prometheus metrics",
+        "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    },
+    ("get", "/healthz"): {"summary": "Liveness", "security": [], "responses": {"200": _json(_OBJECT, "Alive")}},
+    ("get", "/readyz"): {
+        "summary": "Readiness (journal replay finished)",
+        "responses": {"200": _json(_OBJECT, "Ready"), "503": _json(_OBJECT, "Not ready")},
+    },
+    ("get", "/openapi.json"): {"summary": "This document", "responses": {"200": _json(_OBJECT, "OpenAPI document")}},
+}
+
+
+def document(app: web.Application | None = None) -> dict:
+    paths: dict[str, dict] = {}
+    for (method, path), op in OPERATIONS.items():
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "dp-dau-mau", "version": "0.1.0", "description": "DAU/MAU under user-level differential privacy"},
+        "servers": [{"url": "/"}],
+        "components": {
+            "schemas": _COMPONENTS,
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": paths,
+    }
+
+
+def app_routes(app: web.Application) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.router.routes():
+        if route.method in ("HEAD", "OPTIONS"):
+            continue
+        out.add((route.method.lower(), route.resource.canonical))
+    return out
