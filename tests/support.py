@@ -1,0 +1,178 @@
+"""Test helpers: a real server process, in-process systems, a brute-force model of the counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+
+from actors import periods
+from actors.settings import EngineSettings
+from actors.system import ActorSystem
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def day(text: str) -> int:
+    return periods.parse_day(text)
+
+
+class Http:
+    """Tiny synchronous JSON client (stdlib only, so it cannot share bugs with the server)."""
+
+    def __init__(self, base: str, api_key: str | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.api_key = api_key
+
+    def request(self, method: str, path: str, body: object | None = None, headers: dict | None = None,
+                raw: bytes | None = None, timeout: float = 30) -> tuple[int, dict, dict]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if self.api_key:
+            hdrs.setdefault("X-API-Key", self.api_key)
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                text = resp.read()
+                return resp.status, _json(text), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json(exc.read()), dict(exc.headers)
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: object | None = None, **kw):
+        return self.request("POST", path, body, **kw)
+
+
+def _json(data: bytes):
+    try:
+        return json.loads(data) if data else {}
+    except ValueError:
+        return {"_text": data.decode(errors="replace")}
+
+
+class ServerProcess:
+    """``dpdau serve`` as a child process on 127.0.0.1 with its own DATA_DIR and log file."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(self.data_dir),
+            "PURGE_DELAY_SECONDS": "300",
+            "LOG_LEVEL": "info",
+            **(env or {}),
+        }
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+        self.http = Http(f"http://127.0.0.1:{self.port}", self.env.get("API_KEY"))
+
+    def start(self, wait_ready: bool = True, timeout: float = 60) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        path = "/readyz" if wait_ready else "/healthz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _, _ = self.http.get(path, timeout=2)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not {'ready' if wait_ready else 'alive'}:\n{self.log()}")
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        return self.kill(signal.SIGTERM)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def settings(**overrides) -> EngineSettings:
+    base = dict(purge_delay_seconds=3600, snapshot_every_seconds=3600, index_idle_seconds=0.2)
+    base.update(overrides)
+    return EngineSettings(**base)
+
+
+@asynccontextmanager
+async def running_system(data_dir: Path, engine: EngineSettings | None = None, **kw):
+    system = ActorSystem(engine or settings(), data_dir, synchronous="NORMAL", **kw)
+    async with system.running():
+        await system.wait_ready()
+        yield system
+
+
+async def ingest(system: ActorSystem, rows: list[tuple[int, int, int]], idem: str | None = None):
+    """rows = [(key, day, op)] in order; op 1 = '+', 0 = '-'."""
+    keys = np.array([r[0] for r in rows], dtype=np.int64)
+    days = np.array([r[1] for r in rows], dtype=np.int32)
+    ops = np.array([r[2] for r in rows], dtype=np.uint8)
+    return await system.ingest(keys, days, ops, [], idem)
+
+
+class Model:
+    """Brute-force reference: per (user, day) a boolean, journal order decides, erasure clears all."""
+
+    def __init__(self) -> None:
+        self.active: set[tuple[int, int]] = set()
+
+    def apply(self, key: int, day_: int, op: int) -> None:
+        if op:
+            self.active.add((key, day_))
+        else:
+            self.active.discard((key, day_))
+
+    def erase(self, key: int) -> None:
+        self.active = {(k, d) for k, d in self.active if k != key}
+
+    def dau(self, day_: int) -> int:
+        return sum(1 for _, d in self.active if d == day_)
+
+    def mau(self, end: int, window: int) -> int:
+        return len({k for k, d in self.active if end - window < d <= end})
+
+    def counts(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for _, d in self.active:
+            out[d] = out.get(d, 0) + 1
+        return dict(sorted(out.items()))
