@@ -61,7 +61,10 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             raise ValueError("SKETCH_IMPL must be 'set' or 'theta'")
         if not 1 <= self.mau_window_days <= self.max_window_days:
             raise ValueError("MAU_WINDOW_DAYS must be between 1 and MAX_WINDOW_DAYS")
-        ZoneInfo(self.timezone)  # raises for an unknown zone
+        try:
+            ZoneInfo(self.timezone)
+        except Exception:
+            raise ValueError(f"TIMEZONE {self.timezone!r} is not a known IANA time zone") from None
 
     @cached_property
     def tz(self) -> ZoneInfo:

@@ -121,12 +121,10 @@ def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, no
     metadata: list[tuple[int, bytes]] = []
     for i, e in enumerate(events):
         if e.metadata is not None:
-            raw = bytes(e.metadata)
-            where = f"{prefix}[{i}].metadata" if len(events) > 1 else "$.metadata"
+            raw = msgspec.json.encode(e.metadata)
             if len(raw) > gw.max_metadata_bytes:
+                where = f"{prefix}[{i}].metadata" if len(events) > 1 else "$.metadata"
                 raise BadRequest(422, "metadata_too_large", f"{len(raw)} bytes; at most {gw.max_metadata_bytes}", where)
-            if not raw.lstrip().startswith(b"{"):
-                raise BadRequest(422, "invalid_metadata", "metadata must be a JSON object", where)
             metadata.append((i, raw))
     ops = np.fromiter((e.op == "+" for e in events), dtype=np.uint8, count=len(events))
     keys = pseudonyms.keys([e.user_id for e in events])

@@ -13,7 +13,7 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -28,7 +28,7 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     user_id: UserId
     op: Literal["+", "-"]
     day: dt.date
-    metadata: msgspec.Raw | None = None
+    metadata: dict[str, Any] | None = None  # free-form; stored with the event, purged with the user
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,0 +1,184 @@
+"""The real ``dpdau serve`` process on 127.0.0.1: durability across SIGKILL, graceful SIGTERM,
+no raw user id on disk or in logs, and physical purge of an erased user."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.identity import Pseudonymizer
+from tests.support import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def batch(prefix: str, days: list[str], users: range) -> dict:
+    return {"events": [{"user_id": f"{prefix}{u}", "op": "+", "day": d} for d in days for u in users]}
+
+
+def test_sigkill_then_restart_keeps_every_acknowledged_event_and_release(tmp_path):
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        http = server.http
+        acked = {}
+        for i in range(20):
+            status, body, _ = http.post("/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)),
+                                        headers={"Idempotency-Key": f"k{i}"})
+            assert status == 200
+            acked[f"k{i}"] = body
+        releases = {p: http.get(p)[1] for p in ("/dau/2025-05-01", "/dau/2025-05-02", "/mau?end=2025-05-02")}
+        assert server.kill(signal.SIGKILL) == -signal.SIGKILL
+        server.start()
+        for path, before in releases.items():
+            status, after, _ = http.get(path)
+            assert status == 200 and after == before  # never re-drawn
+        status, ready, _ = http.get("/readyz")
+        assert ready["journal_seq"] >= max(b["last_seq"] for b in acked.values())
+        for i in range(20):  # retries after the crash are recognised, not applied twice
+            status, body, headers = http.post("/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)),
+                                              headers={"Idempotency-Key": f"k{i}"})
+            assert status == 200 and body == acked[f"k{i}"] and headers.get("Idempotent-Replayed") == "true"
+        assert http.get("/readyz")[1]["journal_seq"] == ready["journal_seq"]
+    finally:
+        server.__exit__()
+
+
+def test_sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice(tmp_path):
+    server = ServerProcess(tmp_path / "data", {"JOURNAL_SYNC": "FULL"}).start()
+    acked: dict[str, dict] = {}
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            key = f"c{n}-{i}"
+            sent.append(key)
+            try:
+                status, body, _ = server.http.post("/event", batch(f"{key}-", ["2025-05-03"], range(20)),
+                                                   headers={"Idempotency-Key": key}, timeout=5)
+            except OSError:
+                return
+            if status == 200:
+                acked[key] = body
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        server.kill(signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert len(acked) > 10
+        server.start()
+        replays = 0
+        for key in sent:  # retry everything: acked ones must be replays with the same seqs
+            status, body, headers = server.http.post("/event", batch(f"{key}-", ["2025-05-03"], range(20)),
+                                                     headers={"Idempotency-Key": key})
+            assert status == 200
+            if key in acked:
+                assert headers.get("Idempotent-Replayed") == "true" and body == acked[key]
+            replays += headers.get("Idempotent-Replayed") == "true"
+        head = server.http.get("/readyz")[1]["journal_seq"]
+        assert head == 20 * len(sent)  # each batch exactly once: 20 events per distinct key
+        assert replays >= len(acked)
+    finally:
+        stop.set()
+        server.__exit__()
+
+
+def test_sigterm_drains_snapshots_and_restarts_from_the_snapshot(tmp_path):
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        status, body, _ = server.http.post("/event", batch("u", ["2025-05-04"], range(300)))
+        assert status == 200
+        assert server.kill(signal.SIGTERM) == 0
+        snaps = list((tmp_path / "data" / "snapshots").glob("*.snap"))
+        assert snaps, server.log()
+        server.start()
+        assert "from_snapshot=" in server.log() and "from_snapshot=None" not in server.log().split("stopping")[-1]
+        assert server.http.get("/readyz")[1]["journal_seq"] == body["last_seq"]
+    finally:
+        server.__exit__()
+
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def read_all(root: Path) -> dict[Path, bytes]:
+    out = {}
+    for path in files_under(root):
+        try:
+            out[path] = path.read_bytes()
+        except FileNotFoundError:  # a snapshot pruned while we looked
+            pass
+    return out
+
+
+def test_no_raw_user_id_on_disk_or_in_logs(tmp_path):
+    raw = "raw-user-ID-zz9-plural-z-alpha"
+    server = ServerProcess(tmp_path / "data", {"DPDAU_ENV": "production", "HASH_SALT_SECRET": "prod-secret-0123456789",
+                                               "LOG_LEVEL": "debug"}).start()
+    try:
+        http = server.http
+        assert http.post("/event", {"user_id": raw, "op": "+", "day": "2025-05-05",
+                                    "metadata": {"note": "metadata is the client's; ids go in user_id"}})[0] == 200
+        assert http.post("/event", {"user_id": raw, "op": "-", "day": "2025-05-05"}, headers={"Idempotency-Key": "i1"})[0] == 200
+        assert http.post("/event", {"user_id": raw, "op": "+", "day": "2099-01-01"})[0] == 422
+        http.get("/dau/2025-05-05")
+        http.post("/erasure", {"user_id": raw})
+        assert server.kill(signal.SIGTERM) == 0
+    finally:
+        server.__exit__()
+    needle = raw.encode()
+    for path in files_under(tmp_path):
+        assert needle not in path.read_bytes(), path
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert lines and all(json.loads(line) for line in lines)  # production logs are JSON lines
+
+
+def key_encodings(key: int) -> list[bytes]:
+    return [key.to_bytes(8, "little", signed=True), key.to_bytes(8, "big", signed=True), str(key).encode()]
+
+
+def test_erased_user_is_physically_purged_from_every_file(tmp_path):
+    data = tmp_path / "data"
+    server = ServerProcess(data, {"PURGE_DELAY_SECONDS": "1", "SNAPSHOT_EVERY_SECONDS": "1"}).start()
+    try:
+        http = server.http
+        days = [f"2025-05-{d:02d}" for d in range(1, 11)]
+        events = [{"user_id": u, "op": "+", "day": d} for d in days for u in ("erase-me", "keep-me", "other")]
+        assert http.post("/event", {"events": events})[0] == 200
+        assert http.get("/mau?end=2025-05-10")[0] == 200  # counter steps mention both users
+        time.sleep(1.5)  # a snapshot with the user in it exists now
+        status, receipt, _ = http.post("/erasure", {"user_id": "erase-me"})
+        assert status == 202
+        deadline = time.monotonic() + 30
+        while receipt["status"] != "purged" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            receipt = http.get(f"/erasure/{receipt['erasure_id']}")[1]
+        assert receipt["status"] == "purged" and receipt["events_removed"] == len(days)
+        secret = (data / "secret").read_text().strip().encode()
+        pseudo = Pseudonymizer(secret)
+        gone, kept = pseudo.key("erase-me"), pseudo.key("keep-me")
+        for moment in ("running", "stopped"):
+            if moment == "stopped":
+                assert server.kill(signal.SIGTERM) == 0
+            blobs = read_all(data)
+            assert any(p.name.endswith(".sqlite3") for p in blobs) and any(p.suffix == ".snap" for p in blobs)
+            for enc in key_encodings(gone):
+                for path, blob in blobs.items():
+                    assert enc not in blob, (moment, path, enc)
+            assert any(key_encodings(kept)[0] in blob for blob in blobs.values())  # the search is not vacuous
+        assert "erase-me" not in server.log()
+    finally:
+        server.__exit__()
