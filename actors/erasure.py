@@ -45,7 +45,6 @@ class ErasureBook:
     def __init__(self) -> None:
         self.applied_seq = 0
         self.entries: dict[str, ErasureEntry] = {}
-        self.outstanding: dict[int, str] = {}  # key -> erasure id, until purged
 
     def apply(self, seq: int, event: UserErased | ErasurePurged) -> None:
         if seq <= self.applied_seq:
@@ -53,20 +52,19 @@ class ErasureBook:
         self.applied_seq = seq
         if isinstance(event, UserErased):
             self.entries[event.erasure_id] = ErasureEntry(event.erasure_id, seq, event.requested_at, event.key)
-            if event.key is not None:
-                self.outstanding[event.key] = event.erasure_id
         else:
             entry = self.entries.get(event.erasure_id)
             if entry is None:  # purged before this book's snapshot cut; keep the receipt anyway
                 entry = self.entries[event.erasure_id] = ErasureEntry(event.erasure_id, 0, event.requested_at)
-            if entry.key is not None and self.outstanding.get(entry.key) == entry.erasure_id:
-                del self.outstanding[entry.key]
             entry.key = None
             entry.purged_at = event.purged_at
             entry.events_removed = event.events_removed
 
     def advance(self, seq: int) -> None:
         self.applied_seq = max(self.applied_seq, seq)
+
+    def awaiting_purge(self) -> int:
+        return sum(1 for e in self.entries.values() if e.key is not None and e.purged_at is None)
 
     def due(self, now: float, delay: float) -> list[ErasureEntry]:
         return [
@@ -87,8 +85,6 @@ class ErasureBook:
         book.applied_seq = snap.applied_seq
         for e in snap.entries:
             book.entries[e.erasure_id] = msgspec.structs.replace(e)
-            if e.key is not None and e.purged_at is None:
-                book.outstanding[e.key] = e.erasure_id
         return book
 
 
@@ -111,11 +107,6 @@ def receipt(entry: ErasureEntry, days_seen_seq: int) -> dict:
 @dataclass(slots=True)
 class Lookup(Ask):
     erasure_id: str = ""
-
-
-@dataclass(slots=True)
-class Outstanding(Ask):
-    key: int = 0
 
 
 @dataclass(slots=True)
@@ -144,9 +135,6 @@ class ErasureActor(Actor):
     async def handle(self, message: object) -> None:
         if isinstance(message, Lookup):
             message.reply.set_result(self.book.entries.get(message.erasure_id))
-        elif isinstance(message, Outstanding):
-            eid = self.book.outstanding.get(message.key)
-            message.reply.set_result(self.book.entries.get(eid) if eid else None)
         elif isinstance(message, ErasureBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())

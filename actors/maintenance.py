@@ -50,7 +50,7 @@ async def describe(journal: Journal, world: World, seconds: float) -> dict:
         "counter_runs": len(world.releases.runs),
         "charges": len(world.ledger.records),
         "erasures": len(world.erasures.entries),
-        "erasures_awaiting_purge": len(world.erasures.outstanding),
+        "erasures_awaiting_purge": world.erasures.awaiting_purge(),
         "key_version": journal.key_version,
         "seconds": round(seconds, 3),
     }

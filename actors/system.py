@@ -30,7 +30,7 @@ import structlog
 from actors import world as world_mod
 from actors.accountant import AccountantActor, BudgetReport, LedgerBarrier
 from actors.days import DayActor
-from actors.erasure import ErasureActor, ErasureBarrier, ErasureEntry, Lookup, Outstanding, receipt
+from actors.erasure import ErasureActor, ErasureBarrier, ErasureEntry, Lookup, receipt
 from actors.ingest import IngestReceipt, batch_digest
 from actors.membership import Membership
 from actors.release_actor import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
@@ -370,10 +370,9 @@ class ActorSystem:
         return log_[offset : offset + limit], len(log_)
 
     async def erase(self, key: int) -> dict:
+        """Always a new tombstone: a second request may follow new activity of the same user, and
+        removing a user who is already gone is a no-op on the state (idempotent in effect)."""
         self._require_ready()
-        existing = await self.erasure.ask_nowait(Outstanding(key=key))
-        if existing is not None:
-            return receipt(existing, self.router.days_seen_seq())
         erasure_id = uuid.uuid4().hex
         (stored,) = await self.committer.submit(
             [ev.UserErased(erasure_id=erasure_id, key=key, requested_at=time.time())]

@@ -349,15 +349,21 @@ def membership_flips(members: np.ndarray, days: slice | None = None) -> np.ndarr
     return (padded[1:] != padded[:-1]).sum(axis=0)
 
 
-def month_slices(stream: Stream, first_index: int = 0) -> list[tuple[periods.Period, slice]]:
-    """Calendar months wholly inside the stream and starting at or after ``first_index``."""
+def calendar_months(first_day: int, n_days: int, first_index: int = 0) -> list[tuple[periods.Period, slice]]:
+    """Calendar months wholly inside days [0, n_days) (index 0 = ``first_day``) that start at
+    or after index ``first_index``, with their index slices."""
     out = []
     d = 0
-    while d < stream.n_days:
-        period = periods.period_of(stream.first_day + d, "month")
-        a = period.first_day - stream.first_day
-        b = period.last_day - stream.first_day
-        if a >= first_index and a >= 0 and b < stream.n_days:
+    while d < n_days:
+        period = periods.period_of(first_day + d, "month")
+        a = period.first_day - first_day
+        b = period.last_day - first_day
+        if a >= max(first_index, 0) and b < n_days:
             out.append((period, slice(a, b + 1)))
         d = b + 1
     return out
+
+
+def month_slices(stream: Stream, first_index: int = 0) -> list[tuple[periods.Period, slice]]:
+    """Calendar months wholly inside the stream and starting at or after ``first_index``."""
+    return calendar_months(stream.first_day, stream.n_days, first_index)

@@ -57,12 +57,16 @@ async def test_responses_decode_as_their_documented_schemas(tmp_path):
 
 async def test_erasing_twice_and_erasing_an_unknown_user_are_receipted_noops(tmp_path):
     async with gateway(tmp_path) as client:
-        await client.post("/event", json={"user_id": "alice", "op": "+", "day": "2025-04-03"})
+        system = client.app[SYSTEM]
+        await client.post("/event", json={"events": [{"user_id": u, "op": "+", "day": "2025-04-03"} for u in ("alice", "bob")]})
         first = await (await client.post("/erasure", json={"user_id": "alice"})).json()
-        second = await (await client.post("/erasure", json={"user_id": "alice"})).json()
-        assert first["erasure_id"] == second["erasure_id"]  # idempotent while the purge is outstanding
+        after_first = (await system.collect()).days
+        second = await client.post("/erasure", json={"user_id": "alice"})
+        assert second.status == 202 and (await second.json())["erasure_id"] != first["erasure_id"]
+        assert (await system.collect()).days == after_first  # idempotent in effect
         ghost = await client.post("/erasure", json={"user_id": "nobody-ever"})
-        assert ghost.status == 202 and (await ghost.json())["erasure_id"] != first["erasure_id"]
+        assert ghost.status == 202 and (await ghost.json())["status"] in ("pending", "applied")
+        assert (await system.collect()).days == after_first
 
 
 async def test_metrics_expose_routes_latency_ingest_journal_mailboxes_budget(tmp_path):
