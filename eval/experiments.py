@@ -81,9 +81,9 @@ def make_config(quick: bool, seed: int) -> Config:
     )
     if quick:
         return Config(
-            quick=True, n_users=2_000, n_days=59, eps_grid=(0.1, 0.3, 0.5, 1.0), reps=20,
+            quick=True, n_users=2_000, n_days=59, eps_grid=(0.3, 0.5, 1.0), reps=20,
             noise_w_max=4, theta_every=7, sensitivity_probes=40, lg_ks=(8, 10, 12),
-            budget_months=(31,), **base,
+            budget_months=(28,), **base,
         )
     return Config(quick=False, n_users=20_000, n_days=120, **base)
 
@@ -416,7 +416,7 @@ def budget_fit(cfg: Config) -> dict:
                     "run_epsilon_composed": accounting.compose_epsilon([charge], cfg.delta),
                 }
         out["metrics"][metric] = {"epsilon": eps, "cap": cap, "rows": rows}
-        grid = [e for e in ((0.1, 0.3, 1.0) if cfg.quick else (0.1, 0.2, 0.3, 0.5, 1.0)) if e <= cap]
+        grid = [e for e in ((1.0,) if cfg.quick else (0.1, 0.2, 0.3, 0.5, 1.0)) if e <= cap]
         curve = {"eps": grid}
         for mech in INDEPENDENT:
             curve[mech] = [accounting.releases_that_fit(mechanisms.calibrate(mech, e, cfg.delta).charge, cap, cfg.delta) for e in grid]
@@ -532,8 +532,10 @@ def decide(candidates: dict[str, dict], key: str = "rmse") -> dict:
     }
 
 
-def feasible(cfg: Config, mechanism: str, metric: str, T: int = 31) -> tuple[bool, str]:
-    """Can the mechanism publish every day of a T-day month within the metric's cap?"""
+def feasible(cfg: Config, mechanism: str, metric: str, T: int | None = None) -> tuple[bool, str]:
+    """Can the mechanism publish every day of a T-day month (default: the longest month of the
+    budget table, 31 in full mode) within the metric's cap?"""
+    T = max(cfg.budget_months) if T is None else T
     eps, cap = cfg.eps(metric), cfg.budget_cap(metric)
     if mechanism in INDEPENDENT:
         n = accounting.releases_that_fit(mechanisms.calibrate(mechanism, eps, cfg.delta).charge, cap, cfg.delta)

@@ -20,11 +20,15 @@ MECH_STYLE = {
 }
 STREAM_STYLE = {"realistic": dict(color="tab:blue", marker="o"), "adversarial": dict(color="tab:red", marker="s")}
 METRIC_TITLE = {"dau": "DAU", "mau": "MAU (30-day window)"}
+_DRAFT = {"on": False}  # quick mode: low resolution, no layout pass (about twice as fast)
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if _DRAFT["on"]:
+        fig.savefig(path, dpi=60)
+    else:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -214,8 +218,9 @@ def decision(dec: dict, out: Path) -> list[Path]:
     return [_save(fig, out / "decision.png")]
 
 
-def all_plots(summary: dict, out: Path) -> list[Path]:
+def all_plots(summary: dict, out: Path, draft: bool = False) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    _DRAFT["on"] = draft
     defaults = {m: summary["config"]["epsilon"][m] for m in ("dau", "mau")}
     paths: list[Path] = []
     paths += error_vs_epsilon(summary["error_vs_epsilon"], defaults, out)

@@ -48,8 +48,9 @@ def render(summary: dict) -> str:
             f"(x{d['margin_vs_runner_up']:.2f})."
         )
     L.append("")
-    L.append("Candidates must publish every day of a 31-day month within the cap; counters and "
-             "`laplace_same_spend` spend what 31 daily Gaussian releases spend. Over the cap: "
+    T = max(int(k) for k in summary["error_vs_epsilon"]["run_epsilon"])
+    L.append(f"Candidates must publish every day of a {T}-day month within the cap; counters and "
+             f"`laplace_same_spend` spend what {T} daily Gaussian releases spend. Over the cap: "
              + "; ".join(f"{m.upper()} `{x}` ({dec['metrics'][m]['table'][x]['why']})"
                          for m in ("dau", "mau") for x in dec["metrics"][m]["infeasible"]) + ".")
     L.append("")

@@ -90,7 +90,7 @@ def run(
     }
     summary = _plain(summary)
     t0 = time.perf_counter()
-    summary["plots"] = [p.name for p in plots.all_plots(summary, out)]
+    summary["plots"] = [p.name for p in plots.all_plots(summary, out, draft=quick)]
     timings["plots"] = round(time.perf_counter() - t0, 2)
     summary["timings"] = timings
     summary["runtime_seconds"] = round(time.perf_counter() - started, 1)
