@@ -71,9 +71,37 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence, get_args
 
-import dp_accounting
-from dp_accounting import dp_event
-from dp_accounting.pld import privacy_loss_distribution as pld_lib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily below: dp_accounting pulls in scipy (~2 s), which the
+    # service's boot path (replay, snapshot restore) never needs -- restart-to-ready matters.
+    import dp_accounting
+    from dp_accounting import dp_event
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+
+def _pld_lib():
+    from dp_accounting.pld import privacy_loss_distribution
+
+    return privacy_loss_distribution
+
+
+def _dp_event():
+    from dp_accounting import dp_event
+
+    return dp_event
+
+
+def _sigma_gaussian(epsilon: float, delta: float) -> float:
+    from dp_accounting import get_sigma_gaussian
+
+    return float(get_sigma_gaussian(epsilon, delta))
+
+
+def warm_up() -> None:
+    """Import dp-accounting ahead of the first quote (the system calls this in a worker thread)."""
+    _pld_lib()
+
 
 __all__ = [
     "Charge",
@@ -188,7 +216,7 @@ def _single_pld(charge: Charge) -> pld_lib.PrivacyLossDistribution:
     if charge.mechanism == "discrete_gaussian":
         # Exact PLD of the discrete Gaussian N_Z(0, sigma^2) with integer sensitivity; its noise is
         # truncated where the remaining mass is < 1e-30, far below any delta we use.
-        return pld_lib.from_discrete_gaussian_mechanism(
+        return _pld_lib().from_discrete_gaussian_mechanism(
             charge.parameter,
             sensitivity=int(charge.sensitivity),
             value_discretization_interval=VALUE_DISCRETIZATION_INTERVAL,
@@ -196,7 +224,7 @@ def _single_pld(charge: Charge) -> pld_lib.PrivacyLossDistribution:
     if charge.mechanism == "discrete_laplace":
         # P(x) ~ exp(-a|x|): the privacy loss takes only the values +-a*sensitivity, so this is
         # exactly (a*sensitivity)-DP per release, and the PLD captures how those losses add up.
-        return pld_lib.from_discrete_laplace_mechanism(
+        return _pld_lib().from_discrete_laplace_mechanism(
             charge.parameter,
             sensitivity=int(charge.sensitivity),
             value_discretization_interval=VALUE_DISCRETIZATION_INTERVAL,
@@ -207,7 +235,7 @@ def _single_pld(charge: Charge) -> pld_lib.PrivacyLossDistribution:
 
 
 def _gaussian_pld(noise_multiplier: float) -> pld_lib.PrivacyLossDistribution:
-    return pld_lib.from_gaussian_mechanism(
+    return _pld_lib().from_gaussian_mechanism(
         noise_multiplier,
         sensitivity=1,
         value_discretization_interval=VALUE_DISCRETIZATION_INTERVAL,
@@ -267,7 +295,7 @@ def _discrete_gaussian_epsilon(sigma: float, delta: float) -> float:
 def _calibrate_discrete_gaussian_sigma(epsilon: float, delta: float) -> float:
     # Step 1: the analytic Gaussian sigma (Balle-Wang 2018) -- exact for the continuous Gaussian
     # and much smaller than the classical sqrt(2 ln(1.25/delta)) / epsilon.
-    sigma = float(dp_accounting.get_sigma_gaussian(epsilon, delta))
+    sigma = _sigma_gaussian(epsilon, delta)
     if _discrete_gaussian_epsilon(sigma, delta) <= epsilon:
         return sigma
     # Step 2: the noise actually drawn is the discrete Gaussian, and its exact PLD (pessimistically
@@ -301,7 +329,7 @@ def calibrate_discrete_gaussian_sigma(epsilon: float, delta: float) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _gaussian_counter_multiplier(epsilon: float, delta: float) -> float:
-    return float(dp_accounting.get_sigma_gaussian(epsilon, delta))
+    return _sigma_gaussian(epsilon, delta)
 
 
 def gaussian_counter_multiplier(epsilon: float, delta: float) -> float:
@@ -415,12 +443,12 @@ def to_dp_event(charge: Charge) -> dp_event.DpEvent:
     decimal of epsilon) from the exact discrete-Gaussian PLD this module composes.
     """
     if charge.mechanism == "discrete_laplace":
-        return dp_event.DiscreteLaplaceDpEvent(
+        return _dp_event().DiscreteLaplaceDpEvent(
             noise_parameter=charge.parameter, sensitivity=int(charge.sensitivity)
         )
     if charge.mechanism == "discrete_gaussian":
-        return dp_event.GaussianDpEvent(noise_multiplier=charge.parameter / charge.sensitivity)
-    return dp_event.GaussianDpEvent(noise_multiplier=charge.parameter)
+        return _dp_event().GaussianDpEvent(noise_multiplier=charge.parameter / charge.sensitivity)
+    return _dp_event().GaussianDpEvent(noise_multiplier=charge.parameter)
 
 
 def to_composed_dp_event(charges: Sequence[Charge]) -> dp_event.DpEvent:
@@ -430,6 +458,6 @@ def to_composed_dp_event(charges: Sequence[Charge]) -> dp_event.DpEvent:
     does, and a Gaussian one in closed form (multiplier / sqrt(count)), which agrees with this
     module's FFT self-composition to ~1e-7 in epsilon.
     """
-    return dp_event.ComposedDpEvent(
-        [dp_event.SelfComposedDpEvent(to_dp_event(charge), count) for charge, count in _group(charges)]
+    return _dp_event().ComposedDpEvent(
+        [_dp_event().SelfComposedDpEvent(to_dp_event(charge), count) for charge, count in _group(charges)]
     )

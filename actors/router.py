@@ -29,6 +29,16 @@ from journal import events as ev
 from journal.store import StoredRecord
 
 
+def _concat(batches: list[ev.ActivityBatchRecorded]) -> ev.ActivityBatchRecorded:
+    """Consecutive batches as one (journal order kept); only keys, days and ops matter here."""
+    return ev.ActivityBatchRecorded(
+        keys=b"".join(b.keys for b in batches),
+        days=b"".join(b.days for b in batches),
+        ops=b"".join(b.ops for b in batches),
+        received_at=batches[-1].received_at,
+    )
+
+
 class Router:
     def __init__(
         self,
@@ -60,10 +70,21 @@ class Router:
 
     async def dispatch(self, records: list[StoredRecord]) -> None:
         async with self._lock:
+            activity: list[StoredRecord] = []  # consecutive activity, delivered as one message per day
             erased: list[int] = []
             erased_seq = 0
             for rec in records:
                 event = rec.event
+                if isinstance(event, ev.ActivityBatchRecorded):
+                    if erased:
+                        await self._broadcast_erasure(erased_seq, erased)
+                        erased = []
+                    self.ingest.apply(rec.seq, rec.last_seq, event)
+                    activity.append(rec)
+                    continue
+                if activity:
+                    await self._deliver_activity(activity)
+                    activity = []
                 if isinstance(event, ev.UserErased):
                     if event.key is not None:
                         erased.append(event.key)
@@ -74,17 +95,22 @@ class Router:
                 if erased:
                     await self._broadcast_erasure(erased_seq, erased)
                     erased = []
-                await self._route(rec, event)
+                self._feed(rec, event)
+            if activity:
+                await self._deliver_activity(activity)
             if erased:
                 await self._broadcast_erasure(erased_seq, erased)
             self.dispatched_seq = records[-1].last_seq
 
-    async def _route(self, rec: StoredRecord, event: ev.Event) -> None:
-        if isinstance(event, ev.ActivityBatchRecorded):
-            self.ingest.apply(rec.seq, rec.last_seq, event)
-            for day, keys, ops in split_by_day(event):
-                await self._day(day).send(ApplyOps(rec.last_seq, keys, ops))
-        elif isinstance(event, ev.BudgetCharged):
+    async def _deliver_activity(self, records: list[StoredRecord]) -> None:
+        batch = records[0].event if len(records) == 1 else _concat([r.event for r in records])
+        assert isinstance(batch, ev.ActivityBatchRecorded)
+        seq = records[-1].last_seq
+        for day, keys, ops in split_by_day(batch):
+            await self._day(day).send(ApplyOps(seq, keys, ops))
+
+    def _feed(self, rec: StoredRecord, event: ev.Event) -> None:
+        if isinstance(event, ev.BudgetCharged):
             self.accountant.push_feed((rec.seq, event))
         elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
             self.release.push_feed((rec.seq, event))

@@ -92,8 +92,15 @@ class Actor:
         return self._send.statistics().current_buffer_used
 
     async def send(self, message: Any) -> None:
+        """Enqueue, waiting while the mailbox is full (backpressure). When there is room this does
+        not yield to the event loop, so a dispatcher can fan out a batch without interleaving."""
         try:
-            await self._send.send(message)
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            try:
+                await self._send.send(message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+                raise ActorStopped(self.name) from exc
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             raise ActorStopped(self.name) from exc
 

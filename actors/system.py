@@ -27,6 +27,7 @@ import anyio
 import numpy as np
 import structlog
 
+from actors import accounting
 from actors import world as world_mod
 from actors.accountant import AccountantActor, BudgetReport, LedgerBarrier
 from actors.days import DayActor
@@ -203,6 +204,7 @@ class ActorSystem:
     async def _background(self) -> None:
         with self._bg_scope:
             async with anyio.create_task_group() as bg:
+                bg.start_soon(anyio.to_thread.run_sync, accounting.warm_up, name="warm-accounting")
                 bg.start_soon(self.erasure.purge_loop, name="purge")
                 bg.start_soon(self._index_loop, name="indexer")
                 bg.start_soon(self._snapshot_loop, name="snapshots")
@@ -307,8 +309,9 @@ class ActorSystem:
     ) -> tuple[IngestReceipt, bool]:
         """Journal one batch; returns (receipt, replayed). Replayed = an earlier identical request."""
         self._require_ready()
-        digest = batch_digest(keys, days, ops, metadata)
+        digest = b""
         if idempotency_key is not None:
+            digest = batch_digest(keys, days, ops, metadata)
             previous = await self._previous(idempotency_key, digest)
             if previous is not None:
                 return previous, True

@@ -120,6 +120,9 @@ async def serve(cfg: config_mod.Config) -> None:
     from gateway.app import create_app
 
     log = structlog.get_logger("gateway")
+    # The journal's database thread needs the GIL for each hop; the default 5 ms switch
+    # interval puts a 5 ms floor under every commit whenever the event loop is busy.
+    sys.setswitchinterval(0.0005)
     app = create_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()

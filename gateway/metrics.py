@@ -35,6 +35,19 @@ class Metrics:
             "dpdau_budget_epsilon_spent", "Epsilon spent (tight PLD composition)", ["metric", "period"], registry=r
         )
         self.ready = Gauge("dpdau_ready", "1 when replay has finished", registry=r)
+        self._children: dict[tuple, tuple] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Per-request accounting; label children are cached (``labels()`` costs a lock + dict)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.latency.labels(route, method),
+                self.requests.labels(route, method, str(status)),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
 
     def update(self, stats: dict, budget: dict | None) -> None:
         self.ready.set(1 if stats.get("ready") else 0)

@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 BUCKETS = 256
 MAX_SEGMENTS_PER_BUCKET = 8
 _ACTIVITY = ev.ActivityBatchRecorded.KIND
+_ROWS_PER_STATEMENT = 6000  # 5 parameters a row, under SQLite's default 32,766-variable limit
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    return "INSERT INTO journal VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +153,33 @@ class Journal:
     # -- appending -------------------------------------------------------------------------
 
     async def append(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
-        """Append events in one transaction and return them with their sequence numbers."""
+        """Append events atomically and return them with their sequence numbers.
+
+        A group that fits one multi-row INSERT is written as that single statement in
+        autocommit mode: SQLite makes one statement one transaction, and it costs one hop to
+        the database thread instead of three (BEGIN, INSERT, COMMIT) -- each hop waits for the
+        GIL, which is what dominated small-request latency.
+        """
+        stored, rows = self._rows(events)
+        if len(rows) <= _ROWS_PER_STATEMENT:
+            head = self.head
+            try:
+                await self._db.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
+            except BaseException:
+                self.head = head
+                raise
+            return stored
+        self.head = stored[0].seq - 1
         async with self.transaction():
             return await self.append_in_transaction(events)
 
     async def append_in_transaction(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
+        stored, rows = self._rows(events)
+        await self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+        return stored
+
+    def _rows(self, events: Sequence[ev.Event]) -> tuple[list[StoredRecord], list[tuple]]:
+        """Assign sequence numbers (rule 1) and encode; advances ``head``."""
         stored: list[StoredRecord] = []
         rows = []
         seq = self.head
@@ -158,9 +187,8 @@ class Journal:
             first, seq = seq + 1, seq + max(event.size, 1)
             stored.append(StoredRecord(first, seq, event))
             rows.append((first, seq, event.KIND, event.VERSION, ev.encode(event)))
-        await self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
         self.head = seq
-        return stored
+        return stored, rows
 
     # -- reading ---------------------------------------------------------------------------
 
