@@ -4,11 +4,14 @@ Rules:
 1. The book changes only by applying journaled ``UserErased`` and ``ErasurePurged`` records.
 2. Status of an erasure: ``pending`` (journaled, not yet applied by every day actor) ->
    ``applied`` (no day state contains the user; every release made after the erasure's journal
-   position excludes the user) -> ``purged`` (no event of the user left on disk).
+   position excludes the user) -> ``purged`` (no event of the user left on disk: the journal
+   was compacted *and* every snapshot file on disk was written after the compaction).
 3. The book holds a pseudonym only while its purge is outstanding; ``ErasurePurged`` drops it.
    After that the receipt is all that remains: id, request time, purge time, events removed.
 4. The actor's purge loop runs compaction (``journal.compaction``) through the committer's
-   exclusive job slot once ``PURGE_DELAY_SECONDS`` have passed since the request.
+   exclusive job slot once ``PURGE_DELAY_SECONDS`` have passed since the oldest outstanding
+   request -- and then purges *every* outstanding erasure (early is within the promise). A
+   purge rebuilds the database file, so one per delay period, not one per erasure.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ErasureEntry(msgspec.Struct):
     key: int | None = None  # only until purged
     purged_at: float | None = None
     events_removed: int | None = None
+    purged_seq: int | None = None  # journal position of the ErasurePurged record
 
 
 class ErasureSnapshot(msgspec.Struct, frozen=True):
@@ -58,6 +62,7 @@ class ErasureBook:
                 entry = self.entries[event.erasure_id] = ErasureEntry(event.erasure_id, 0, event.requested_at)
             entry.key = None
             entry.purged_at = event.purged_at
+            entry.purged_seq = seq
             entry.events_removed = event.events_removed
 
     def advance(self, seq: int) -> None:
@@ -66,11 +71,17 @@ class ErasureBook:
     def awaiting_purge(self) -> int:
         return sum(1 for e in self.entries.values() if e.key is not None and e.purged_at is None)
 
+    def outstanding(self) -> list[ErasureEntry]:
+        return [e for e in self.entries.values() if e.purged_at is None and e.key is not None]
+
     def due(self, now: float, delay: float) -> list[ErasureEntry]:
         return [
             e for e in self.entries.values()
             if e.purged_at is None and e.key is not None and e.requested_at + delay <= now
         ]
+
+    def last_purge_seq(self) -> int:
+        return max((e.purged_seq or 0 for e in self.entries.values()), default=0)
 
     def next_due(self, delay: float) -> float | None:
         times = [e.requested_at + delay for e in self.entries.values() if e.purged_at is None and e.key is not None]
@@ -88,16 +99,16 @@ class ErasureBook:
         return book
 
 
-def status_of(entry: ErasureEntry, days_seen_seq: int) -> str:
-    if entry.purged_at is not None:
+def status_of(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> str:
+    if entry.purged_seq is not None and entry.purged_seq <= snapshots_clean_seq:
         return "purged"
     return "applied" if days_seen_seq >= entry.seq else "pending"
 
 
-def receipt(entry: ErasureEntry, days_seen_seq: int) -> dict:
+def receipt(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> dict:
     return {
         "erasure_id": entry.erasure_id,
-        "status": status_of(entry, days_seen_seq),
+        "status": status_of(entry, days_seen_seq, snapshots_clean_seq),
         "requested_at": entry.requested_at,
         "purged_at": entry.purged_at,
         "events_removed": entry.events_removed,
@@ -145,10 +156,9 @@ class ErasureActor(Actor):
         """Purge every erasure once its delay has passed (rule 4). Owned by the system's task group."""
         while True:
             self.drain_feed()
-            due = self.book.due(time.time(), self.purge_delay)
-            if due:
+            if self.book.due(time.time(), self.purge_delay):
                 try:
-                    await self._purge(due)
+                    await self._purge(self.book.outstanding())
                 except Exception as exc:  # retried on the next wake; the data stays erased in state
                     log.error("purge_failed", error=repr(exc), erasures=len(due))
                     await anyio.sleep(5)

@@ -113,6 +113,7 @@ class ActorSystem:
         self.restored_from: int | None = None
         self.actor_crashes: dict[str, int] = {}
         self.last_snapshot_seq = 0
+        self.snapshots_clean_seq = 0  # every snapshot file on disk was written at or after this
         self._snapshot_lock = anyio.Lock()
         self._bg_scope = anyio.CancelScope()
         self._inflight: dict[str, tuple[bytes, object]] = {}
@@ -155,6 +156,12 @@ class ActorSystem:
         self._tg.start_soon(self.committer.run, name="committer")
         self._tg.start_soon(self._background, name="background")
         self.last_snapshot_seq = self.restored_from or 0
+        purged = world.erasures.last_purge_seq()
+        stale = [p for p in self.snapshots.list() if _snapshot_seq(p) < purged]
+        if stale:  # a crash between a purge and its snapshot rewrite: finish the purge's job
+            self._tg.start_soon(self._replace_snapshots, name="snapshot-after-purge")
+        else:
+            self.snapshots_clean_seq = self.journal.head
         self.ready = True
         log.info(
             "ready",
@@ -254,9 +261,15 @@ class ActorSystem:
         if not targets:
             return
         await self.committer.run_job(lambda journal: compaction.purge(journal, targets))
-        # Snapshots hold the pseudonyms too: write a fresh one, then delete every other.
-        await self.snapshot(replace_all=True)
+        await self._replace_snapshots()
         log.info("erasures_purged", count=len(targets))
+
+    async def _replace_snapshots(self) -> None:
+        """Snapshots hold pseudonyms too: write a fresh one, then delete every other. Only then
+        does an erasure report ``purged``."""
+        seq = self.committer.dispatched_seq
+        await self.snapshot(replace_all=True)
+        self.snapshots_clean_seq = max(self.snapshots_clean_seq, seq)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -381,12 +394,12 @@ class ActorSystem:
             [ev.UserErased(erasure_id=erasure_id, key=key, requested_at=time.time())]
         )
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
-        return receipt(entry, self.router.days_seen_seq())
+        return receipt(entry, self.router.days_seen_seq(), self.snapshots_clean_seq)
 
     async def erasure_status(self, erasure_id: str) -> dict | None:
         self._require_ready()
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
-        return None if entry is None else receipt(entry, self.router.days_seen_seq())
+        return None if entry is None else receipt(entry, self.router.days_seen_seq(), self.snapshots_clean_seq)
 
     def stats(self) -> dict:
         """Numbers for /metrics (never anything per user)."""
@@ -409,6 +422,13 @@ class ActorSystem:
                 index_watermark=self.journal.index_watermark,
             )
         return out
+
+
+def _snapshot_seq(path: Path) -> int:
+    try:
+        return int(path.stem.split("-")[-1])
+    except ValueError:
+        return 0
 
 
 async def _index_job(journal: Journal) -> list:

@@ -5,8 +5,8 @@ Rules:
    it must be deterministic, so one user stays one key everywhere: activity, tombstones awaiting
    purge, and counter steps (re-sorted, since sorting is by key).
 2. The same transaction clears the pseudonym index, appends ``SaltRotated`` and stores the new
-   ``key_version``; the index is rebuilt right after, and the WAL checkpointed (TRUNCATE) so no
-   page with old keys survives in ``-wal``. ``secure_delete`` zeroes the old bytes in the file.
+   ``key_version``; the index is rebuilt right after, then the whole file (``Journal.rebuild``:
+   VACUUM + WAL checkpoint TRUNCATE) so no old key survives in free space or in ``-wal``.
 3. Request digests (idempotency) were computed over old keys; they are dropped, so a retry of
    a pre-rotation request is recognised by its key alone.
 """
@@ -56,5 +56,5 @@ async def rekey(journal: Journal, mapping: Mapping, new_version: int) -> int:
         await journal.append_in_transaction([ev.SaltRotated(key_version=new_version, rotated_at=time.time())])
         await journal.set_key_version(new_version)
     await journal.index_pending()
-    await journal.checkpoint()
+    await journal.rebuild()
     return rewritten

@@ -150,6 +150,12 @@ class Journal:
         """Move the WAL into the main file and truncate it (after rewrites: no stale copies)."""
         await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    async def rebuild(self) -> None:
+        """VACUUM (every live row into fresh pages, free space gone) then checkpoint: after a
+        rewrite that must leave no trace of the old bytes anywhere in the files."""
+        await self._db.execute("VACUUM")
+        await self.checkpoint()
+
     # -- appending -------------------------------------------------------------------------
 
     async def append(self, events: Sequence[ev.Event]) -> list[StoredRecord]:

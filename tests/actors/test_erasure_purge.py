@@ -1,0 +1,34 @@
+"""Purge bookkeeping: 'purged' is only reported once no file on disk holds the user."""
+
+from __future__ import annotations
+
+import anyio
+
+from journal import compaction
+from tests.support import day, ingest, running_system
+
+
+def holds(data_dir, key: int) -> list[str]:
+    needle = key.to_bytes(8, "little", signed=True)
+    return [p.name for p in data_dir.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+async def test_crash_between_compaction_and_snapshot_rewrite_is_finished_at_boot(tmp_path):
+    d = day("2025-10-10")
+    async with running_system(tmp_path) as system:
+        await ingest(system, [(42, d, 1), (43, d, 1)])
+        await system.snapshot()  # a snapshot that holds user 42
+        receipt = await system.erase(42)
+        entry = system.erasure.book.entries[receipt["erasure_id"]]
+        target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
+        # the compaction commits, then the process "dies" before rewriting the snapshots
+        await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
+        status = await system.erasure_status(receipt["erasure_id"])
+        assert status["status"] == "applied" and status["events_removed"] == 1
+        assert any(name.endswith(".snap") for name in holds(tmp_path, 42))
+    async with running_system(tmp_path) as system:
+        with anyio.fail_after(10):
+            while (await system.erasure_status(receipt["erasure_id"]))["status"] != "purged":
+                await anyio.sleep(0.05)
+        assert holds(tmp_path, 42) == []
+        assert holds(tmp_path, 43)  # the search finds what is there
