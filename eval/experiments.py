@@ -478,38 +478,50 @@ def theta_vs_set(cfg: Config, wl: Workload) -> dict:
 
 
 def theta_sensitivity(cfg: Config, wl: Workload, cache: _ThetaCache) -> list[dict]:
-    """Remove one user at a time from a MAU window (rebuilding only the days that held them)
-    and record how far the theta union estimate moves; set mode always moves by exactly 1."""
+    """Remove one user at a time from a MAU window and record how far the theta estimate moves
+    (set mode always moves by exactly 1). Two pipelines: the service's (union of the day
+    sketches, rebuilding only the days that held the user) and one sketch built over the
+    window's union. The maximum over random users is a lower bound on the sensitivity."""
     ends = sorted(wl.truth.window_days)
     end = ends[len(ends) // 2]
     block = wl.truth.window_days[end]
     days = [np.flatnonzero(row).astype(np.int64) for row in block]
-    union = np.flatnonzero(block.any(axis=0))
+    union = np.flatnonzero(block.any(axis=0)).astype(np.int64)
     rng = numpy_rng(cfg.seed, "theta-sensitivity")
     probes = rng.choice(union, min(cfg.sensitivity_probes, len(union)), replace=False)
     rows = []
     for lg_k in cfg.lg_ks:
-        base = sketches.summarize(days, impl="theta", lg_k=lg_k, theta=[cache.get(d, lg_k) for d in days])
-        moves = []
-        for u in probes.tolist():
-            held = block[:, u]
-            nd = [d[d != u] if h else d for d, h in zip(days, held)]
-            theta = [sketches.build_theta(d, lg_k) if h else cache.get(d, lg_k) for d, h in zip(nd, held)]
-            s = sketches.summarize(nd, impl="theta", lg_k=lg_k, theta=theta)
-            moves.append(base.estimate - s.estimate)
-        m = np.abs(np.asarray(moves))
-        rows.append({
-            "lg_k": lg_k,
-            "end": periods.iso(wl.stream.first_day + end),
-            "exact": base.exact,
-            "estimate": base.estimate,
-            "estimation_mode": bool(base.estimate != base.exact),
-            "estimate_over_k": base.estimate / (1 << lg_k),
-            "probes": int(len(m)),
-            "share_moved": float(np.mean(m > 1e-9)),
-            "max_move": float(m.max()),
-            "mean_move_when_moved": float(m[m > 1e-9].mean()) if np.any(m > 1e-9) else 0.0,
-        })
+        for pipeline in ("union of day sketches (service)", "one sketch of the window"):
+            if pipeline.startswith("union"):
+                base = sketches.summarize(days, impl="theta", lg_k=lg_k, theta=[cache.get(d, lg_k) for d in days])
+                base_est, exact = base.estimate, base.exact
+            else:
+                base_est, exact = sketches.build_theta(union, lg_k).get_estimate(), len(union)
+            moves = []
+            for u in probes.tolist():
+                if pipeline.startswith("union"):
+                    held = block[:, u]
+                    nd = [d[d != u] if h else d for d, h in zip(days, held)]
+                    theta = [sketches.build_theta(d, lg_k) if h else cache.get(d, lg_k) for d, h in zip(nd, held)]
+                    est = sketches.summarize(nd, impl="theta", lg_k=lg_k, theta=theta).estimate
+                else:
+                    est = sketches.build_theta(union[union != u], lg_k).get_estimate()
+                moves.append(base_est - est)
+            m = np.abs(np.asarray(moves))
+            moved = m > 1e-9
+            rows.append({
+                "lg_k": lg_k,
+                "pipeline": pipeline,
+                "end": periods.iso(wl.stream.first_day + end),
+                "exact": int(exact),
+                "estimate": float(base_est),
+                "estimation_mode": bool(abs(base_est - exact) > 1e-9),
+                "estimate_over_k": base_est / (1 << lg_k),
+                "probes": int(len(m)),
+                "share_moved": float(np.mean(moved)),
+                "max_move": float(m.max()),
+                "mean_move_when_moved": float(m[moved].mean()) if moved.any() else 0.0,
+            })
     return rows
 
 

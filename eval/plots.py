@@ -37,7 +37,7 @@ def error_vs_epsilon(err: dict, defaults: dict[str, float], out: Path) -> list[P
     paths = []
     eps = np.asarray(err["eps_grid"])
     for stream, block in err["streams"].items():
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5))
         for ax, metric in zip(axes, ("dau", "mau")):
             for mech, st in block[metric].items():
                 style = MECH_STYLE[mech]
@@ -48,11 +48,13 @@ def error_vs_epsilon(err: dict, defaults: dict[str, float], out: Path) -> list[P
             ax.axvline(defaults[metric], color="grey", linewidth=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("per-release eps (counters and laplace_same_spend: same monthly spend as daily gaussian)")
+            ax.set_xlabel("per-release epsilon")
             ax.set_ylabel("error (users)")
-            ax.set_title(f"{METRIC_TITLE[metric]} - {stream} stream, delta={err['delta']:g}, W_BOUND={err['w_bound']}")
+            ax.set_title(f"{METRIC_TITLE[metric]} - {stream} stream\ndelta={err['delta']:g}, W_BOUND={err['w_bound']}", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
         axes[1].legend(fontsize=7, ncol=2)
+        fig.suptitle("counters and laplace_same_spend: same monthly spend as daily gaussian releases at that epsilon; "
+                     "laplace: per-release epsilon (a month of daily releases exceeds the cap)", fontsize=9)
         paths.append(_save(fig, out / f"error_vs_epsilon_{stream}.png"))
     return paths
 
@@ -113,7 +115,7 @@ def coverage(cov: dict, out: Path) -> list[Path]:
 
 
 def budget_fit(fit: dict, out: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
     for ax, metric in zip(axes[:2], ("dau", "mau")):
         m = fit["metrics"][metric]
         names = list(m["rows"])
@@ -121,8 +123,9 @@ def budget_fit(fit: dict, out: Path) -> list[Path]:
         ax.bar(x - 0.2, [m["rows"][n]["tight"] for n in names], 0.4, label="tight (PLD)")
         ax.bar(x + 0.2, [m["rows"][n]["naive"] for n in names], 0.4, label="naive (sum of eps)")
         ax.axhline(31, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_xticks(x, names, rotation=30, fontsize=8)
-        ax.set_title(f"{metric.upper()}: releases (or counter runs) per month within cap {m['cap']} at eps {m['epsilon']}")
+        ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(f"{metric.upper()}: releases (counters: runs) per month\nwithin cap {m['cap']}, eps {m['epsilon']}, "
+                     "dotted: 31", fontsize=10)
         ax.set_ylabel("count per month")
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
@@ -135,7 +138,7 @@ def budget_fit(fit: dict, out: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("per-release epsilon")
     ax.set_ylabel("releases per month within the cap")
-    ax.set_title("tight vs naive composition")
+    ax.set_title("tight vs naive composition (capped at 400)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     return [_save(fig, out / "budget_fit.png")]
@@ -160,8 +163,12 @@ def theta(th: dict, out: Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax = axes[1]
     sens = th["sensitivity"]
-    ax.plot(lg, [s["max_move"] for s in sens], marker="o", label="max move of the estimate (one user removed)")
-    ax.plot(lg, [s["estimate_over_k"] for s in sens], linestyle="--", marker="x", label="estimate / k")
+    for pipeline, marker in (("union of day sketches (service)", "o"), ("one sketch of the window", "s")):
+        rows_p = [s for s in sens if s["pipeline"] == pipeline]
+        ax.plot([s["lg_k"] for s in rows_p], [max(s["max_move"], 1e-3) for s in rows_p], marker=marker,
+                label=f"max move, one user removed: {pipeline}")
+    est_k = {s["lg_k"]: s["estimate_over_k"] for s in sens}
+    ax.plot(list(est_k), list(est_k.values()), linestyle="--", marker="x", label="estimate / k")
     ax.axhline(1.0, color="black", linestyle=":", label="set mode: exactly 1")
     ax.set_yscale("log")
     ax.set_xticks(lg)

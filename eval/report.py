@@ -160,13 +160,19 @@ def render(summary: dict) -> str:
     L.append(f"Mean MAU {th['mean_mau']:.0f} over {th['ends']} window ends; the DP noise std at the default MAU epsilon "
              f"is {th['gaussian_noise_std_mau']:.1f} users ({100 * th['gaussian_noise_std_mau'] / th['mean_mau']:.2f}%).")
     L.append("")
-    rows = [[s["lg_k"], s["end"], s["exact"], _f(s["estimate"]), "yes" if s["estimation_mode"] else "no", _f(s["estimate_over_k"], 2),
-             _f(100 * s["share_moved"], 1), _f(s["max_move"], 2), _f(s["mean_move_when_moved"], 2)] for s in th["sensitivity"]]
-    L += _table(["lg_k", "window end", "exact", "estimate", "estimation mode", "estimate/k", "% of users that move it",
-                 "max move", "mean move (when moved)"], rows)
-    L.append("In set mode removing one user moves the count by exactly 1 (the sensitivity the noise is calibrated "
-             "to). In theta estimation mode a removed user whose hash is retained moves the estimate by about "
-             "estimate/k, so the noise calibrated for sensitivity 1 does not give the stated (eps, delta) for the "
-             "theta estimate: theta releases are labelled \"not formally DP\".")
+    rows = [[s["lg_k"], s["pipeline"], s["end"], s["exact"], _f(s["estimate"]), "yes" if s["estimation_mode"] else "no",
+             _f(s["estimate_over_k"], 2), _f(100 * s["share_moved"], 1), _f(s["max_move"], 2),
+             _f(s["mean_move_when_moved"], 2)] for s in th["sensitivity"]]
+    L += _table(["lg_k", "pipeline", "window end", "exact", "estimate", "estimation mode", "estimate/k",
+                 "% of probed users that move it", "max move", "mean move (when moved)"], rows)
+    worst = max(th["sensitivity"], key=lambda s: s["max_move"])
+    L.append(f"Removing one user ({worst['probes']} random users probed per row) moved the theta estimate by up to "
+             f"{worst['max_move']:.1f} (lg_k {worst['lg_k']}, {worst['pipeline']}); in set mode (and in theta's exact "
+             "mode) it moves by exactly 1, the sensitivity the noise is calibrated to. In estimation mode the move "
+             "depends on where the user's hash falls and on when the sketch rebuilds (which reshuffles theta), so it "
+             "can be far above 1 and above estimate/k; the maxima here are lower bounds on the worst case. Noise "
+             "calibrated for sensitivity 1 therefore gives no stated (eps, delta) for theta releases, which are "
+             "labelled \"not formally DP\"; the sketch's own error also dwarfs the DP noise unless lg_k is large enough "
+             "for exact mode.")
     L.append("")
     return "\n".join(L)
