@@ -14,7 +14,9 @@ COUNTER_MECHANISMS = ("sqrt", "tree")
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # releases and privacy (DESIGN.md section 6; product defaults in section 10)
     dau_mechanism: str = "gaussian"
-    mau_mechanism: str = "sqrt"
+    # gaussian: the evaluation (eval/, README "Evaluation") finds it has the lowest total error on
+    # realistic churn at the default budget and W_BOUND 2 (counters lose to freezing bias).
+    mau_mechanism: str = "gaussian"
     epsilon_dau: float = 0.3
     epsilon_mau: float = 0.5
     delta: float = 1e-6

@@ -107,8 +107,11 @@ async def test_all_31_daily_dau_releases_of_a_month_fit_the_default_cap(tmp_path
     assert dau["epsilon_spent"] == pytest.approx(direct, rel=1e-9)
 
 
+SQRT = engine_settings(mau_mechanism="sqrt")
+
+
 async def test_counter_run_releases_every_earlier_day_first_with_one_charge(tmp_path, zero_noise):
-    async with running_system(tmp_path) as system:
+    async with running_system(tmp_path, SQRT) as system:
         for i, d in enumerate(NOV[:10]):
             await ingest(system, rows_for(range(i, i + 5), d))
         out = await system.release(("mau", NOV[9], 30))
@@ -131,7 +134,7 @@ async def test_counter_outputs_are_prefix_sums_plus_L_Z_for_a_fixed_noise_vector
         return fixed["noise"]
 
     monkeypatch.setattr(counters, "draw_counter_noise", fixed_noise)
-    async with running_system(tmp_path) as system:
+    async with running_system(tmp_path, SQRT) as system:
         for i, d in enumerate(NOV[:6]):
             await ingest(system, rows_for(range(i, i + 3), d))
         await system.release(("mau", NOV[5], 30))
@@ -255,7 +258,7 @@ async def test_theta_mode_is_labelled_honestly_and_widens_the_interval(tmp_path)
 
 
 async def test_budget_report_matches_dp_accounting_called_directly(tmp_path):
-    async with running_system(tmp_path) as system:
+    async with running_system(tmp_path, SQRT) as system:
         await system.release(("dau", NOV[0], 1))
         await system.release(("dau", NOV[1], 1))
         await system.release(("mau", NOV[1], 30))

@@ -57,7 +57,7 @@ async def scenario(ops, workdir: Path) -> None:
     model = Model()
     retries: list[tuple[str, list, tuple]] = []
     kept_snapshot: Path | None = None
-    engine = engine_settings(w_bound=2)
+    engine = engine_settings(w_bound=2, mau_mechanism="sqrt")  # exercise the counter state too
     async with running_system(data, engine) as system:
         for i, op in enumerate(ops):
             if op[0] == "batch":
