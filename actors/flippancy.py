@@ -9,8 +9,13 @@ Rules:
    z is what the counter in ``counters.py`` releases prefix sums of.
 3. An erasure removes the user from the run immediately: if counted, the exit is owed as an
    anonymous -1 (``pending_exits``) folded into the next step, and the user's per-user entries
-   are forgotten (activity after an erasure is a new user). With even w a counted user always
-   has a flip left, so the exit can never be blocked by the bound.
+   are forgotten. With even w a counted user always has a flip left, so the exit can never be
+   blocked by the bound. The user may not re-enter *this run*: otherwise erasing and returning
+   would reset the flip allowance and break the bound the sensitivity relies on. Instead of the
+   pseudonym (which the purge removes from disk), the run remembers a token
+   HMAC(run secret, key); the run secret lives in ``CounterStarted`` and is shredded when the
+   run ends, after which no token links to anyone. Activity after an erasure counts again from
+   the next run (the next accounting period) on, as a new user.
 4. Everything here is pure and deterministic: ``plan_step`` proposes a step from a membership
    array, ``apply_step`` applies a journaled step. Live and replay both go through
    ``apply_step``/``apply_erasure`` in journal order, so they cannot disagree.
@@ -32,6 +37,7 @@ import numpy as np
 from actors import membership
 from actors.membership import EMPTY
 from journal.events import CounterStarted, CounterStepped
+from journal.events import counter_tokens as tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class CounterRun:
     z: list[int] = field(default_factory=list)
     pending_exits: int = 0
     frozen_total: int = 0
+    blocked: np.ndarray = field(default_factory=lambda: EMPTY)  # sorted tokens of erased users
 
     @property
     def t(self) -> int:
@@ -74,6 +81,8 @@ def plan_step(run: CounterRun, members: np.ndarray) -> StepProposal:
     joining = membership.difference(members, run.counted)
     leaving = membership.difference(run.counted, members)
     allowed = run.flips_of(joining) < w
+    if len(run.blocked) and len(joining):  # rule 3: erased during this run, frozen at 0
+        allowed &= ~membership.contains(run.blocked, tokens(run.started.token_secret, joining))
     # A counted user has used an odd number of flips, so with even w it always has one left.
     left_ok = run.flips_of(leaving) < w
     return StepProposal(
@@ -119,9 +128,13 @@ def _add_flips(run: CounterRun, flipped: np.ndarray) -> None:
     run.flip_counts = np.add.reduceat(counts, start).astype(np.uint8) if len(keys) else counts
 
 
-def apply_erasure(run: CounterRun, key: int | None, anonymous_exits: int = 0) -> None:
-    """Rule 3. ``key`` is None for a compacted tombstone, which carries its exits instead."""
+def apply_erasure(run: CounterRun, key: int | None, anonymous_exits: int = 0, token: int | None = None) -> None:
+    """Rule 3. ``key`` is None for a compacted tombstone, which carries its exit and token instead."""
     run.pending_exits += anonymous_exits
+    if key is not None and run.started.token_secret:
+        token = int(tokens(run.started.token_secret, np.array([key], dtype=np.int64))[0])
+    if token is not None:
+        run.blocked = membership.union([run.blocked, np.array([token], dtype=np.int64)])
     if key is None:
         return
     probe = np.array([key], dtype=np.int64)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class ReleaseActor(Actor):
         days: DayViews,
         accountant: AccountantActor,
         clock: Callable[[], dt.datetime],
+        on_run_finished: Callable[[str], None] = lambda run_id: None,
     ) -> None:
         super().__init__("release", capacity)
         self.book = book
@@ -86,6 +88,7 @@ class ReleaseActor(Actor):
         self.days = days
         self.accountant = accountant
         self.clock = clock
+        self.on_run_finished = on_run_finished  # shreds the run's token secret (system task)
         self._plans: dict[str, counters.CounterPlan] = {}
 
     def apply_fed(self, item: tuple[int, object]) -> None:
@@ -227,6 +230,7 @@ class ReleaseActor(Actor):
             sigma=plan.sigma,
             lattice_bits=plan.lattice_bits,
             noise=noise_vector,
+            token_secret=secrets.token_bytes(32),  # OS randomness; shredded when the run ends
             epsilon=epsilon,
             charge_id=charged.charge_id,
             budget_remaining=max(0.0, quote.cap - quote.after),
@@ -274,6 +278,8 @@ class ReleaseActor(Actor):
 
         await self.committer.append_prepared(prepare)
         self.drain_feed()
+        if run.t >= run.started.horizon:
+            self.on_run_finished(run.run_id)
 
     # -- records ---------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class RunSnapshot(msgspec.Struct, frozen=True):
     z: list[int]
     pending_exits: int
     frozen_total: int
+    blocked: bytes = b""
 
 
 class ReleaseSnapshot(msgspec.Struct, frozen=True):
@@ -105,7 +106,9 @@ class ReleaseBook:
                 _drop_users(run)
         elif isinstance(event, UserErased):
             for run in self.active_runs():
-                flippancy.apply_erasure(run, event.key, event.counter_exits.get(run.run_id, 0))
+                flippancy.apply_erasure(
+                    run, event.key, event.counter_exits.get(run.run_id, 0), event.blocked_tokens.get(run.run_id)
+                )
 
     def advance(self, seq: int) -> None:
         self.applied_seq = max(self.applied_seq, seq)
@@ -138,6 +141,7 @@ class ReleaseBook:
                     list(r.z),
                     r.pending_exits,
                     r.frozen_total,
+                    r.blocked.astype("<i8").tobytes(),
                 )
                 for r in self.runs.values()
             ],
@@ -158,6 +162,7 @@ class ReleaseBook:
                 list(rs.z),
                 rs.pending_exits,
                 rs.frozen_total,
+                np.frombuffer(rs.blocked, dtype="<i8").astype(np.int64),
             )
             book.runs[run.run_id] = run
             book.run_of_period[(rs.started.metric, rs.started.accounting_period)] = run.run_id
@@ -165,6 +170,10 @@ class ReleaseBook:
 
 
 def _drop_users(run: CounterRun) -> None:
+    """A finished run forgets its users and its token secret (rule 3 of flippancy: shredding;
+    the journal copy is shredded by the release actor's job)."""
+    run.started = msgspec.structs.replace(run.started, token_secret=b"")
+    run.blocked = EMPTY
     run.counted = EMPTY
     run.flip_keys = EMPTY
     run.flip_counts = np.empty(0, dtype=np.uint8)

@@ -148,6 +148,7 @@ class ActorSystem:
         started = time.perf_counter()
         try:
             world, self.restored_from = await restore_world(self.journal, self.snapshots, self.settings)
+            unshredded = await compaction.unshredded_runs(self.journal)
             self._spawn(world)
         except Exception as exc:
             self.boot_error = exc
@@ -156,6 +157,10 @@ class ActorSystem:
         self._tg.start_soon(self.committer.run, name="committer")
         self._tg.start_soon(self._background, name="background")
         self.last_snapshot_seq = self.restored_from or 0
+        for run_id in unshredded:  # a crash between a run's last step and its shredding
+            run = world.releases.runs.get(run_id)
+            if run is not None and run.t >= run.started.horizon:
+                self._tg.start_soon(self._shred_run, run_id, name="shred-at-boot")
         purged = world.erasures.last_purge_seq()
         stale = [p for p in self.snapshots.list() if _snapshot_seq(p) < purged]
         if stale:  # a crash between a purge and its snapshot rewrite: finish the purge's job
@@ -192,6 +197,7 @@ class ActorSystem:
         self.release_actor = ReleaseActor(
             world.releases, s, capacity=s.control_mailbox, committer=self.committer,
             days=self.router, accountant=self.accountant, clock=self.clock,
+            on_run_finished=lambda run_id: self._tg.start_soon(self._shred_run, run_id, name="shred"),
         )
         self.router.release = self.release_actor
         for actor in (self.accountant, self.erasure, self.release_actor):
@@ -263,6 +269,13 @@ class ActorSystem:
         await self.committer.run_job(lambda journal: compaction.purge(journal, targets))
         await self._replace_snapshots()
         log.info("erasures_purged", count=len(targets))
+
+    async def _shred_run(self, run_id: str) -> None:
+        """Crypto-shred a finished counter run's token secret (flippancy rule 3): journal first,
+        then every snapshot (they hold a copy)."""
+        await self.committer.run_job(lambda journal: compaction.shred_run_secret(journal, run_id))
+        await self._replace_snapshots()
+        log.info("counter_run_secret_shredded", run_id=run_id)
 
     async def _replace_snapshots(self) -> None:
         """Snapshots hold pseudonyms too: write a fresh one, then delete every other. Only then

@@ -119,7 +119,7 @@ class CounterTrace:
 
 
 def _started(metric: str, period: periods.Period, w: int, window: int, kind: str) -> CounterStarted:
-    # The reduction reads only flip_bound and run_id; the noise fields are filled for the record
+    # The reduction reads flip_bound, run_id and token_secret; the noise fields are filled for the record
     # (the noise itself is drawn per repetition in ``counter_releases``).
     return CounterStarted(
         run_id=f"eval-{metric}-{period.label}-w{w}",
@@ -140,6 +140,8 @@ def _started(metric: str, period: periods.Period, w: int, window: int, kind: str
         charge_id="eval",
         budget_remaining=0.0,
         started_at=0.0,
+        # The service draws this from OS randomness; any fixed value gives the same blocking.
+        token_secret=b"eval-token-secret-0123456789abcd",
     )
 
 

@@ -47,11 +47,13 @@ async def purge(journal: Journal, targets: list[PurgeTarget], now: float | None 
         audits = []
         for target in targets:
             removed = await _purge_activity(journal, target)
-            exits = await _purge_counter_steps(journal, target)
+            exits, blocked = await _purge_counter_steps(journal, target)
             await journal.drop_key_from_index(target.key, target.tombstone_seq)
             tomb = await journal.record_at(target.tombstone_seq)
-            if tomb is not None and isinstance(tomb.event, ev.UserErased):
-                anonymous = msgspec.structs.replace(tomb.event, key=None, counter_exits=exits)
+            # Only the first purge rewrites the tombstone: a repeat (after a failure) would
+            # recompute exits from counter steps that no longer hold the key.
+            if tomb is not None and isinstance(tomb.event, ev.UserErased) and tomb.event.key is not None:
+                anonymous = msgspec.structs.replace(tomb.event, key=None, counter_exits=exits, blocked_tokens=blocked)
                 await journal.replace_payload(target.tombstone_seq, anonymous)
             audits.append(
                 ev.ErasurePurged(
@@ -96,15 +98,24 @@ def without(batch: ev.ActivityBatchRecorded, keep: np.ndarray) -> ev.ActivityBat
     )
 
 
-async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> dict[str, int]:
-    """Drop the user from counter steps before the tombstone; return exits owed per run."""
+async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> tuple[dict[str, int], dict[str, int]]:
+    """Drop the user from counter steps before the tombstone. Returns, per run, the exit the
+    erasure owed (the user was counted) and, for runs still in progress at the erasure whose
+    secret is not shredded, the token that keeps the user out of the rest of the run."""
     net: dict[str, int] = {}
-    async for records in journal.read(0, kinds=[ev.CounterStepped.KIND]):
+    steps: dict[str, int] = {}
+    runs: dict[str, ev.CounterStarted] = {}
+    kinds = [ev.CounterStarted.KIND, ev.CounterStepped.KIND]
+    async for records in journal.read(0, kinds=kinds):
         for rec in records:
             step = rec.event
             if rec.seq >= target.tombstone_seq:
-                return {run: 1 for run, n in net.items() if n > 0}
+                return _owed(net, steps, runs, target.key)
+            if isinstance(step, ev.CounterStarted):
+                runs[step.run_id] = step
+                continue
             assert isinstance(step, ev.CounterStepped)
+            steps[step.run_id] = steps.get(step.run_id, 0) + 1
             entered = np.frombuffer(step.entered, dtype="<i8")
             left = np.frombuffer(step.left, dtype="<i8")
             e_hit, l_hit = entered == target.key, left == target.key
@@ -117,4 +128,40 @@ async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> dict[st
                     step, entered=entered[~e_hit].tobytes(), left=left[~l_hit].tobytes()
                 ),
             )
-    return {run: 1 for run, n in net.items() if n > 0}
+    return _owed(net, steps, runs, target.key)
+
+
+def _owed(net: dict[str, int], steps: dict[str, int], runs: dict[str, ev.CounterStarted], key: int):
+    exits = {run: 1 for run, n in net.items() if n > 0}
+    blocked = {
+        run_id: int(ev.counter_tokens(started.token_secret, np.array([key], dtype=np.int64))[0])
+        for run_id, started in runs.items()
+        if started.token_secret and steps.get(run_id, 0) < started.horizon
+    }
+    return exits, blocked
+
+
+async def shred_run_secret(journal: Journal, run_id: str) -> list[StoredRecord]:
+    """Crypto-shredding at the end of a counter run: empty its token secret, then rebuild the
+    file, so no token in any tombstone can be linked to a user again."""
+    async with journal.transaction():
+        async for records in journal.read(0, kinds=[ev.CounterStarted.KIND]):
+            for rec in records:
+                started = rec.event
+                assert isinstance(started, ev.CounterStarted)
+                if started.run_id == run_id and started.token_secret:
+                    await journal.replace_payload(rec.seq, msgspec.structs.replace(started, token_secret=b""))
+    await journal.rebuild()
+    return []
+
+
+async def unshredded_runs(journal: Journal) -> dict[str, int]:
+    """run_id -> horizon of every run whose secret is still in the journal."""
+    out: dict[str, int] = {}
+    async for records in journal.read(0, kinds=[ev.CounterStarted.KIND]):
+        for rec in records:
+            started = rec.event
+            assert isinstance(started, ev.CounterStarted)
+            if started.token_secret:
+                out[started.run_id] = started.horizon
+    return out

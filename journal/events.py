@@ -15,6 +15,8 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any, ClassVar
 
 import msgspec
@@ -74,9 +76,11 @@ class ActivityBatchRecorded(Event, frozen=True, kw_only=True):
 class UserErased(Event, frozen=True, kw_only=True):
     """Tombstone: the user is removed from every day's state from this point of the journal.
 
-    After compaction ``key`` is None (the audit keeps no identifier) and ``counter_exits`` says,
-    per continual-counter run, how many anonymous exit flips this erasure owed -- the only thing
-    about the user that the counter still needs after its per-user entries are purged.
+    After compaction ``key`` is None (the audit keeps no identifier). What the continual
+    counters still need about the user survives without it: ``counter_exits`` (per run, the
+    anonymous exit flip this erasure owed) and ``blocked_tokens`` (per run still in progress, the
+    keyed hash that keeps the user from re-entering that run; its key is shredded when the run
+    ends, see ``flippancy`` rule 3).
     """
 
     KIND: ClassVar[int] = 2
@@ -84,6 +88,7 @@ class UserErased(Event, frozen=True, kw_only=True):
     key: int | None
     requested_at: float
     counter_exits: dict[str, int] = {}
+    blocked_tokens: dict[str, int] = {}
 
 
 class ErasurePurged(Event, frozen=True, kw_only=True):
@@ -173,6 +178,7 @@ class CounterStarted(Event, frozen=True, kw_only=True):
     sigma: float
     lattice_bits: int
     noise: list[int]  # lattice units; secret, never part of any response
+    token_secret: bytes = b""  # keys the run's blocked-user tokens; emptied (shredded) at run end
     epsilon: float
     charge_id: str
     budget_remaining: float
@@ -199,6 +205,19 @@ class SaltRotated(Event, frozen=True, kw_only=True):
     KIND: ClassVar[int] = 8
     key_version: int
     rotated_at: float
+
+
+def counter_tokens(secret: bytes, keys: np.ndarray) -> np.ndarray:
+    """HMAC-SHA256(run secret, key) as signed int64: how a counter run remembers an erased user
+    without the pseudonym (``CounterStarted.token_secret``; ``UserErased.blocked_tokens``)."""
+    digest = hmac.digest
+    return np.array(
+        [
+            int.from_bytes(digest(secret, k.to_bytes(8, "little", signed=True), hashlib.sha256)[:8], "little", signed=True)
+            for k in np.asarray(keys, dtype=np.int64).tolist()
+        ],
+        dtype=np.int64,
+    )
 
 
 EVENT_TYPES: dict[int, type[Event]] = {

@@ -190,6 +190,9 @@ class Committer:
                 events = item.prepare()
                 stored = await self.journal.append(events) if events else []
         except Exception as exc:
+            # A job may have committed before failing (e.g. compaction, then the rebuild):
+            # whatever is durable must reach the actors, or state and journal diverge.
+            await self._catch_up()
             if not item.future.done():
                 item.future.set_exception(exc)
             return
@@ -209,6 +212,18 @@ class Committer:
             log.critical("dispatch_failed_state_diverged", error=repr(exc), seq=stored[-1].seq)
             return
         self.dispatched_seq = stored[-1].last_seq
+
+    async def _catch_up(self) -> None:
+        if self.journal.head <= self.dispatched_seq:
+            return
+        try:
+            async for records in self.journal.read(self.dispatched_seq):
+                await self._deliver(records)
+                if self.failure is not None:
+                    return
+        except Exception as exc:
+            self.failure = exc
+            log.critical("catch_up_failed_state_diverged", error=repr(exc))
 
     def _account(self, started: float, records: int, events: int) -> None:
         elapsed = time.perf_counter() - started

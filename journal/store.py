@@ -113,7 +113,8 @@ class Journal:
             await db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (meta["journal_id"],))
         self.journal_id = meta["journal_id"]
         self.key_version = int(meta.get("key_version", 0))
-        self.index_watermark = int(meta.get("index_watermark", 0))
+        # Defence: a watermark past the head would hide later records from the index.
+        self.index_watermark = min(int(meta.get("index_watermark", 0)), self.head)
         return self
 
     async def close(self) -> None:
@@ -134,21 +135,25 @@ class Journal:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """BEGIN IMMEDIATE ... COMMIT; a commit or rollback is never cut short by cancellation."""
-        head = self.head
+        saved = (self.head, self.index_watermark, self.key_version)
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._db.execute("ROLLBACK")
-            self.head = head
+            self.head, self.index_watermark, self.key_version = saved  # the in-memory mirror too
             raise
         with anyio.CancelScope(shield=True):
             await self._db.execute("COMMIT")
 
     async def checkpoint(self) -> None:
-        """Move the WAL into the main file and truncate it (after rewrites: no stale copies)."""
-        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Move the WAL into the main file and truncate it (after rewrites: no stale copies).
+        The result row is read so the statement is finished (a live one blocks VACUUM)."""
+        async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            busy, _, _ = await cur.fetchone()
+        if busy:
+            raise RuntimeError("WAL checkpoint could not complete (a reader is holding it)")
 
     async def rebuild(self) -> None:
         """VACUUM (every live row into fresh pages, free space gone) then checkpoint: after a
@@ -166,16 +171,18 @@ class Journal:
         the database thread instead of three (BEGIN, INSERT, COMMIT) -- each hop waits for the
         GIL, which is what dominated small-request latency.
         """
+        if not events:
+            return []
+        head = self.head
         stored, rows = self._rows(events)
         if len(rows) <= _ROWS_PER_STATEMENT:
-            head = self.head
             try:
                 await self._db.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
             except BaseException:
                 self.head = head
                 raise
             return stored
-        self.head = stored[0].seq - 1
+        self.head = head
         async with self.transaction():
             return await self.append_in_transaction(events)
 

@@ -15,17 +15,20 @@ def started(w: int = 2, horizon: int = 31) -> CounterStarted:
         run_id="r", metric="mau", accounting_period="2026-01", first_day=0, horizon=horizon, window=30,
         kind="sqrt", flip_bound=w, noise_multiplier=1.0, sensitivity=1.0, sensitivity_exact=True, sigma=1.0,
         lattice_bits=20, noise=[0] * horizon, epsilon=1.0, charge_id="c", budget_remaining=0.0, started_at=0.0,
+        token_secret=b"s" * 32,
     )
 
 
 class Brute:
     def __init__(self, w: int) -> None:
-        self.w, self.s, self.f, self.owed = w, {}, {}, 0
+        self.w, self.s, self.f, self.owed, self.erased = w, {}, {}, 0, set()
 
     def step(self, members: set[int]) -> int:
         z = -self.owed
         self.owed = 0
         for u in set(self.s) | members:
+            if u in self.erased:  # erased during this run: never counted again in it
+                continue
             m, s = int(u in members), self.s.get(u, 0)
             if m != s and self.f.get(u, 0) < self.w:
                 self.s[u], self.f[u] = m, self.f.get(u, 0) + 1
@@ -37,6 +40,7 @@ class Brute:
             self.owed += 1
         self.s.pop(u, None)
         self.f.pop(u, None)
+        self.erased.add(u)
 
     def counted(self) -> list[int]:
         return sorted(u for u, s in self.s.items() if s)
@@ -81,14 +85,25 @@ def test_user_is_frozen_at_zero_after_w_flips():
     assert run.counted.tolist() == [] and run.frozen_total == 2
 
 
-def test_erasure_exit_is_never_blocked_and_user_returns_as_new():
+def test_erasure_exit_is_never_blocked_and_the_user_cannot_reenter_the_run():
     run = CounterRun(started(w=2))
     one = np.array([1], dtype=np.int64)
     do_step(run, one)  # +1, f=1
     flippancy.apply_erasure(run, 1)
     assert run.pending_exits == 1 and run.counted.tolist() == [] and run.flip_keys.tolist() == []
+    assert 1 not in run.blocked.tolist()  # a token, not the pseudonym
     assert do_step(run, np.empty(0, dtype=np.int64)) == -1  # the owed exit
-    assert do_step(run, one) == 1  # activity after an erasure is a new user
+    # erasing and returning must not reset the flip allowance: the contribution stays +1, -1
+    assert [do_step(run, m) for m in (one, np.empty(0, dtype=np.int64), one)] == [0, 0, 0]
+    assert run.counted.tolist() == [] and run.frozen_total == 2
+
+
+def test_a_compacted_tombstone_blocks_by_token():
+    run = CounterRun(started(w=2))
+    token = int(flippancy.tokens(run.started.token_secret, np.array([7], dtype=np.int64))[0])
+    flippancy.apply_erasure(run, None, anonymous_exits=0, token=token)
+    assert do_step(run, np.array([7, 8], dtype=np.int64)) == 1  # 8 enters, 7 stays out
+    assert run.counted.tolist() == [8]
 
 
 def test_anonymous_exits_from_a_compacted_tombstone():

@@ -278,3 +278,33 @@ def test_released_record_never_holds_the_noise():
     assert not {"noise_value", "exact", "count", "true_count"} & fields
     assert "noise" not in ev.NoiseParams.__struct_fields__
     assert np.int64  # numpy import used by helpers
+
+
+async def test_erased_user_cannot_reenter_the_run_and_the_run_secret_is_shredded_at_its_end(tmp_path, zero_noise):
+    import anyio
+
+    from journal import events as jev
+
+    async with running_system(tmp_path, SQRT) as system:
+        await ingest(system, rows_for(range(1, 6), NOV[0]))
+        assert (await system.release(("mau", NOV[0], 30))).estimate == 5
+        await system.erase(3)
+        await ingest(system, rows_for([3], NOV[2]))  # comes back: new data, but not in this run
+        assert (await system.release(("mau", NOV[2], 30))).estimate == 4
+        await system._purge(system.erasure.book.outstanding())  # compaction: the tombstone keeps a token
+    async with running_system(tmp_path, SQRT) as system:  # restart after the purge
+        await ingest(system, rows_for([3], NOV[4]))
+        assert (await system.release(("mau", NOV[4], 30))).estimate == 4
+        run = system.release_actor.book.run_for("mau", "2025-11")
+        secret = run.started.token_secret
+        assert len(secret) == 32 and len(run.blocked) == 1
+        await system.release(("mau", NOV[29], 30))  # the run's last day: the run ends
+        with anyio.fail_after(20):
+            while any(secret in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()):
+                await anyio.sleep(0.05)
+        started = [r.event async for recs in system.journal.read(0, kinds=[jev.CounterStarted.KIND]) for r in recs]
+        assert [s.token_secret for s in started] == [b""]
+    # a December run counts the returning user again (a new run, a new period); Nov 1 is out of the window
+    async with running_system(tmp_path, SQRT) as system:
+        await ingest(system, rows_for([3], day("2025-12-01")))
+        assert (await system.release(("mau", day("2025-12-01"), 30))).estimate == 1

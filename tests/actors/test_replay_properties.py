@@ -40,7 +40,8 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
         "releases": [(r.release_id, r.estimate, r.lower_95, r.upper_95) for r in snap.releases.releases],
         "runs": sorted(
             (r.started.run_id, np.frombuffer(r.counted, dtype="<i8").tolist(),
-             np.frombuffer(r.flip_keys, dtype="<i8").tolist(), list(r.flip_counts), r.z, r.pending_exits)
+             np.frombuffer(r.flip_keys, dtype="<i8").tolist(), list(r.flip_counts), r.z, r.pending_exits,
+             np.frombuffer(r.blocked, dtype="<i8").tolist())
             for r in snap.releases.runs
         ),
         "ledger": [c.charge_id for c in snap.ledger.charges],

@@ -142,13 +142,16 @@ def brute_counted(members: np.ndarray, erased_by_step: list[np.ndarray], w: int)
     n = members.shape[1]
     s = np.zeros(n, dtype=bool)
     f = np.zeros(n, dtype=int)
+    erased = np.zeros(n, dtype=bool)
     out = []
     for t in range(members.shape[0]):
         if t > 0:
             for u in erased_by_step[t]:
                 s[u] = False  # the exit of a counted erased user is owed and paid in this step
-                f[u] = 0  # after an erasure the user is new to the run
+                erased[u] = True  # and the user is not counted again in this run
         for u in range(n):
+            if erased[u]:
+                continue
             m = bool(members[t, u])
             if m != s[u] and f[u] < w:
                 s[u] = m

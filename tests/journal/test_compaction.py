@@ -228,11 +228,6 @@ async def test_a_user_erased_twice_is_purged_in_two_steps(journal):
     assert (await journal.record_at(b[1].seq)).event.key_array().tolist() == [C]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: compaction.py purge rewrites an already-purged tombstone: counter_exits is recomputed "
-    "from counter steps that no longer hold the key, so a repeated purge resets it to {}",
-)
 async def test_purging_the_same_erasure_again_keeps_the_owed_exits(journal):
     await journal.append([counter_step("r1", 1, entered=[E, C]), batch([E])])
     tomb = (await journal.append([erased(E, "er-1")]))[0].seq

@@ -320,11 +320,6 @@ async def test_a_failed_group_takes_down_its_whole_group_but_not_the_next(journa
     assert [r.event.key_array().tolist() for r in rec.records] == [[2]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store.py Journal.append leaves head advanced after a failed single-statement insert, "
-    "so the committer's next group starts after a gap (rule 1 dense seqs; rule 5 'journal as it was')",
-)
 async def test_after_a_failed_group_the_next_group_continues_the_seqs_densely(journal, db_dir):
     rec = Recorder()
     refuse_kind(db_dir / DB_NAME, ev.BudgetCharged.KIND)
@@ -362,11 +357,6 @@ async def test_dispatch_failure_stops_the_committer(journal):
     assert c.pending_events == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: groupcommit.py _run_exclusive: a job that commits records and then raises leaves "
-    "them durable but never dispatched, and the committer carries on (state silently diverges)",
-)
 async def test_job_that_commits_then_fails_does_not_silently_diverge(journal):
     rec = Recorder()
 

@@ -207,12 +207,6 @@ async def test_a_failure_at_the_end_of_the_transaction_leaves_the_rows_unchanged
     assert meta.get("key_version", "0") == "0" and meta["index_watermark"] == "3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rekey's clear_index() sets Journal.index_watermark=0 inside the transaction and the "
-    "rollback does not restore it (store.py transaction() restores only head): the next index_pending "
-    "re-inserts existing segments -> UNIQUE constraint failed: key_postings.bucket, key_postings.segment",
-)
 async def test_a_failed_rekey_leaves_the_index_usable(journal, db_dir):
     await journal.append([batch([1, 2]), erased(3)])
     await journal.index_pending()

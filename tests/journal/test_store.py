@@ -43,11 +43,6 @@ async def test_an_empty_batch_still_occupies_one_seq(journal):
     assert journal.head == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store.py Journal.append([]) runs _insert_sql(0) = 'INSERT INTO journal VALUES ' "
-    "-> sqlite3.OperationalError: incomplete input",
-)
 async def test_append_of_nothing_changes_nothing(journal):
     await journal.append([batch([1, 2])])
     assert await journal.append([]) == []
@@ -187,11 +182,6 @@ async def test_append_that_fails_midway_writes_nothing(journal, db_dir):
     assert sql(db_dir / DB_NAME, "SELECT COUNT(*) FROM journal") == [(1,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store.py Journal.append saves `head = self.head` AFTER self._rows() has advanced it, "
-    "so a failed single-statement append leaves head past the last row and the next append skips seqs",
-)
 async def test_failed_append_restores_head_so_seqs_stay_dense(journal, db_dir):
     await journal.append([batch([1])])
     refuse_kind(db_dir / DB_NAME, ev.BudgetCharged.KIND)
@@ -209,12 +199,6 @@ async def test_largest_single_statement_append(journal):
     assert journal.head == n and await journal.count_rows() == n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: same stale head as above; index_pending then stores index_watermark past the last row, "
-    "and after a restart new records at seqs <= that watermark are never indexed nor found by find_key "
-    "(so compaction.purge would miss an erased user's events in them)",
-)
 async def test_records_after_a_failed_append_and_a_restart_are_still_found(db_dir):
     path = db_dir / DB_NAME
     j = await Journal.open(path)
@@ -274,11 +258,6 @@ async def test_rebuild_leaves_the_journal_intact_and_the_wal_empty(journal, db_d
     assert (await journal.append([batch([6])]))[0].seq == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: store.py checkpoint() leaves its PRAGMA's cursor (one unfetched row) alive in aiosqlite's "
-    "worker, so a VACUUM issued next (rebuild()) fails: 'cannot VACUUM - SQL statements in progress'",
-)
 async def test_rebuild_works_right_after_a_checkpoint(journal):
     await journal.append([batch([1, 2])])
     await journal.checkpoint()
@@ -532,10 +511,6 @@ async def test_clear_index_then_reindex(journal):
     assert await journal.find_key(6) == [stored[0].seq, stored[1].seq]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Journal.transaction() restores head on rollback but not index_watermark/key_version",
-)
 async def test_rolled_back_transaction_restores_in_memory_index_state(journal):
     await journal.append([batch([5, 6])])
     await journal.index_pending()
