@@ -15,7 +15,6 @@ Rules:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -166,13 +165,3 @@ class AccountantActor(Actor):
 
 def next_reset(period: periods.Period) -> str:
     return periods.iso(period.last_day + 1)
-
-
-def remaining(ledger: Ledger, settings: EngineSettings, metric: str, period: str) -> float:
-    """Remaining epsilon for one metric and period (memoised composition; cheap when warm)."""
-    spent = accounting.compose_epsilon(ledger.charges(metric, period), settings.delta)
-    return max(0.0, settings.cap(metric) - spent)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

@@ -75,7 +75,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily below: dp_accounting pulls in scipy (~2 s), which the
     # service's boot path (replay, snapshot restore) never needs -- restart-to-ready matters.
-    import dp_accounting
     from dp_accounting import dp_event
     from dp_accounting.pld import privacy_loss_distribution as pld_lib
 

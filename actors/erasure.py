@@ -137,6 +137,7 @@ class ErasureActor(Actor):
         self.purge_delay = purge_delay
         self._purge = purge
         self._changed = anyio.Event()
+        self.retry_seconds = 5.0
 
     def apply_fed(self, item: tuple[int, UserErased | ErasurePurged]) -> None:
         seq, event = item
@@ -157,11 +158,12 @@ class ErasureActor(Actor):
         while True:
             self.drain_feed()
             if self.book.due(time.time(), self.purge_delay):
+                outstanding = self.book.outstanding()
                 try:
-                    await self._purge(self.book.outstanding())
-                except Exception as exc:  # retried on the next wake; the data stays erased in state
-                    log.error("purge_failed", error=repr(exc), erasures=len(due))
-                    await anyio.sleep(5)
+                    await self._purge(outstanding)
+                except Exception as exc:  # retried; meanwhile the user stays erased in every state
+                    log.error("purge_failed", error=repr(exc), erasures=len(outstanding))
+                    await anyio.sleep(self.retry_seconds)
                 continue
             nxt = self.book.next_due(self.purge_delay)
             timeout = None if nxt is None else max(0.0, nxt - time.time()) + 0.01

@@ -32,7 +32,7 @@ import anyio
 import numpy as np
 
 from actors import accounting, counters, flippancy, mechanisms, membership, periods, sketches
-from actors.accountant import AccountantActor, Quote, QuoteCharge, next_reset
+from actors.accountant import AccountantActor, Quote, QuoteCharge
 from actors.days import DayView
 from actors.releases import BudgetExhausted, Key, NothingToRevise, NotClosed, ReleaseBook
 from actors.runtime import Actor, Ask

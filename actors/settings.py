@@ -45,7 +45,6 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     index_every_events: int = 262_144
     index_idle_seconds: float = 2.0
     idempotency_keys_kept: int = 100_000
-    auto_release: bool = False
 
     def __post_init__(self) -> None:
         for metric, mech in (("DAU", self.dau_mechanism), ("MAU", self.mau_mechanism)):

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import msgspec
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -32,3 +32,28 @@ async def test_crash_between_compaction_and_snapshot_rewrite_is_finished_at_boot
                 await anyio.sleep(0.05)
         assert holds(tmp_path, 42) == []
         assert holds(tmp_path, 43)  # the search finds what is there
+
+
+async def test_a_failed_purge_is_retried_and_the_system_keeps_serving(tmp_path):
+    d = day("2025-10-11")
+    async with running_system(tmp_path) as system:
+        calls = []
+        real = system.erasure._purge
+
+        async def flaky(entries):
+            calls.append(len(entries))
+            if len(calls) == 1:
+                raise OSError("disk full")
+            await real(entries)
+
+        system.erasure._purge = flaky
+        system.erasure.purge_delay = 0.0
+        system.erasure.retry_seconds = 0.05
+        await ingest(system, [(42, d, 1), (43, d, 1)])
+        receipt = await system.erase(42)
+        with anyio.fail_after(10):
+            while (await system.erasure_status(receipt["erasure_id"]))["status"] != "purged":
+                await anyio.sleep(0.05)
+        assert calls == [1, 1]
+        await ingest(system, [(44, d, 1)])  # still serving
+        assert holds(tmp_path, 42) == []
