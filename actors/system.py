@@ -239,12 +239,17 @@ class ActorSystem:
     # -- background loops ------------------------------------------------------------------
 
     async def _index_loop(self) -> None:
+        """Index in big steps: when enough is unindexed, or when ingest has been quiet for a
+        whole interval (small increments would mean many segments and frequent merges)."""
         s = self.settings
+        seen = self.journal.head
         while True:
             await anyio.sleep(s.index_idle_seconds)
-            lag = self.journal.head - self.journal.index_watermark
-            if lag >= s.index_every_events or (lag > 0 and self.committer.pending_events == 0):
+            head = self.journal.head
+            lag = head - self.journal.index_watermark
+            if lag >= s.index_every_events or (lag > 0 and head == seen):
                 await self.committer.run_job(_index_job)
+            seen = self.journal.head
 
     async def _snapshot_loop(self) -> None:
         s = self.settings

@@ -119,7 +119,7 @@ def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, no
             f"{prefix}[{i}].day" if len(events) > 1 else "$.day",
         )
     metadata: list[tuple[int, bytes]] = []
-    for i, e in enumerate(events):
+    for i, e in enumerate(events) if any(e.metadata is not None for e in events) else ():
         if e.metadata is not None:
             raw = msgspec.json.encode(e.metadata)
             if len(raw) > gw.max_metadata_bytes:

@@ -64,20 +64,25 @@ class Pseudonymizer:
 
     def key(self, user_id: str) -> int:
         cached = self._cache.get(user_id)
-        if cached is not None:
-            return cached
+        return cached if cached is not None else self._derive(user_id)
+
+    def _derive(self, user_id: str) -> int:
         k = _key_bytes(self._base, user_id.encode("utf-8"))
         for secret in self._rotations:
             k = _key_bytes(secret, k.to_bytes(8, "little", signed=True))
         if self._cache_size:
             self._cache[user_id] = k
             if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                self._cache.popitem(last=False)  # oldest first: a bounded FIFO is enough here
         return k
 
     def keys(self, user_ids: Sequence[str]) -> np.ndarray:
-        key = self.key
-        return np.fromiter((key(u) for u in user_ids), dtype=np.int64, count=len(user_ids))
+        """Vectorised over a batch: cache hits cost one dict lookup each (the ingest hot path)."""
+        get, derive = self._cache.get, self._derive
+        out = [get(u) for u in user_ids]
+        if None in out:
+            out = [k if k is not None else derive(u) for k, u in zip(out, user_ids)]
+        return np.array(out, dtype=np.int64)
 
 
 # -- secrets on disk -----------------------------------------------------------------------
