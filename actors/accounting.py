@@ -396,8 +396,11 @@ def fits(charges: Sequence[Charge], new: Charge, cap_epsilon: float, delta: floa
     return composed <= cap_epsilon, composed
 
 
-def releases_that_fit(charge: Charge, cap_epsilon: float, delta: float, limit: int = 400) -> int:
-    """Largest n <= limit with compose_epsilon([charge] * n, delta) <= cap_epsilon (0 if none).
+def releases_that_fit(
+    charge: Charge, cap_epsilon: float, delta: float, limit: int = 400, already: Sequence[Charge] = ()
+) -> int:
+    """Largest n <= limit with compose_epsilon(already + [charge] * n, delta) <= cap_epsilon
+    (0 if none; -1 if ``already`` alone exceeds the cap).
 
     Epsilon of n identical releases increases with n, so: double until over the cap, then bisect.
     """
@@ -405,9 +408,13 @@ def releases_that_fit(charge: Charge, cap_epsilon: float, delta: float, limit: i
     delta = _check_delta(delta)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+    if already and compose_epsilon(already, delta) > cap_epsilon:
+        return -1
 
     def ok(n: int) -> bool:
-        return n == 0 or _epsilon_for_key(((charge, n),), delta) <= cap_epsilon
+        if not already:
+            return n == 0 or _epsilon_for_key(((charge, n),), delta) <= cap_epsilon
+        return compose_epsilon([*already, *[charge] * n], delta) <= cap_epsilon
 
     good, bad = 0, 1
     while bad <= limit and ok(bad):

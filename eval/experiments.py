@@ -349,29 +349,8 @@ def freezing_bias(cfg: Config, workloads: dict[str, Workload], traces: TraceCach
 
 
 def _fits_after(first: accounting.Charge, each: accounting.Charge, cap: float, delta: float, limit: int = 400) -> int:
-    """Largest n <= limit with compose([first] + [each] * n) <= cap (monotone: double, then bisect)."""
-
-    def ok(n: int) -> bool:
-        return accounting.compose_epsilon([first] + [each] * n, delta) <= cap
-
-    if not ok(0):
-        return -1
-    good, bad = 0, 1
-    while bad <= limit and ok(bad):
-        good, bad = bad, 2 * bad
-    if bad > limit:
-        return limit if ok(limit) else _bisect(ok, good, limit)
-    return _bisect(ok, good, bad)
-
-
-def _bisect(ok, good: int, bad: int) -> int:
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if ok(mid):
-            good = mid
-        else:
-            bad = mid
-    return good
+    """Largest n <= limit with compose([first] + [each] * n) <= cap (-1 if ``first`` alone is over)."""
+    return accounting.releases_that_fit(each, cap, delta, limit, already=[first])
 
 
 def budget_fit(cfg: Config) -> dict:
