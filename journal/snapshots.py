@@ -131,7 +131,10 @@ class SnapshotStore:
         last_seq = _HEADER.unpack_from(data)[3]
         target = self.directory / f"snapshot-{last_seq:020d}.snap"
         tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:  # same durability as save(): data on disk before the rename
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(self.directory)
         return target
