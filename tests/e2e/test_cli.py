@@ -83,7 +83,12 @@ def test_compact_purges_now(tmp_path):
     env = {"DATA_DIR": str(data)}
     with ServerProcess(data) as server:
         server.http.post("/event", {"events": [{"user_id": u, "op": "+", "day": "2025-07-04"} for u in ("a", "b")]})
-        erasure = server.http.post("/erasure", {"user_id": "a"})[1]
+        cli_env = {**env, "PORT": str(server.port)}
+        erasure = json.loads(dpdau("erase", "a", env=cli_env).stdout)
+        assert erasure["status"] in ("pending", "applied")
+        status = json.loads(dpdau("erasure-status", erasure["erasure_id"], env=cli_env).stdout)
+        assert status["erasure_id"] == erasure["erasure_id"] and status["purged_at"] is None
+        assert dpdau("erasure-status", "no-such-id", env=cli_env, check=False).returncode == 1
         server.kill(signal.SIGTERM)
     out = json.loads(dpdau("compact", env=env).stdout)
     assert out["purged"] == [{"erasure_id": erasure["erasure_id"], "events_removed": 1}]
