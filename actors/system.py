@@ -248,7 +248,11 @@ class ActorSystem:
             head = self.journal.head
             lag = head - self.journal.index_watermark
             if lag >= s.index_every_events or (lag > 0 and head == seen):
-                await self.committer.run_job(_index_job)
+                # Read and sort off the writer (read connection + worker thread); only the short
+                # write of the result takes the committer's exclusive slot.
+                postings = await self.journal.collect_postings()
+                if postings is not None:
+                    await self.committer.run_job(lambda journal: _write_postings(journal, postings))
             seen = self.journal.head
 
     async def _snapshot_loop(self) -> None:
@@ -449,6 +453,6 @@ def _snapshot_seq(path: Path) -> int:
         return 0
 
 
-async def _index_job(journal: Journal) -> list:
-    await journal.index_pending()
+async def _write_postings(journal: Journal, postings) -> list:
+    await journal.write_postings(postings)
     return []

@@ -11,8 +11,13 @@ Rules:
    maintenance run exclusively by the committer: erasure compaction (``compaction.py``) and salt
    rotation (``rekey.py``). ``secure_delete`` is always on so rewritten bytes are zeroed, and
    those jobs checkpoint the WAL with TRUNCATE afterwards.
-4. The pseudonym index (``key_postings``) is built off the hot path, in bulk, by
-   ``index_pending``: per 8-bit key bucket, segments of sorted (key, seq) pairs. A random-key
+4. The pseudonym index (``key_postings``) is built off the hot path, in bulk: per 8-bit key
+   bucket, segments of sorted (key, seq) pairs. ``collect_postings`` reads and sorts the
+   unindexed tail on a *separate read-only connection* (a WAL snapshot), so the writer is never
+   held while it works; ``write_postings`` then stores the result in one short transaction and
+   refuses a result that a rewrite (purge, rotation) or another build made stale. Reads on the
+   writer connection are only ever done inside exclusive jobs: an open read statement on the
+   writer's connection would delay the commit of an autocommit INSERT until it finished. A random-key
    B-tree index on the ingest path costs more than everything else on it together (measured:
    ~120k rows/s at 10M rows versus ~5M rows/s for the appends); bulk segments cost almost
    nothing and a lookup reads one bucket's few segments plus the not-yet-indexed tail.
@@ -66,6 +71,18 @@ def _insert_sql(rows: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Postings:
+    """A sorted, not yet stored slice of the pseudonym index: activity in (start, upto]."""
+
+    start: int
+    upto: int
+    epoch: int
+    keys: np.ndarray
+    seqs: np.ndarray
+    events: int  # activity events read (before pairs were deduplicated)
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRecord:
     seq: int
     last_seq: int
@@ -87,6 +104,8 @@ class Journal:
         self.journal_id = ""
         self.key_version = 0
         self.index_watermark = 0
+        self.rewrite_epoch = 0  # bumped by every in-place rewrite (purge, rotation, index edits)
+        self._reader: aiosqlite.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -119,8 +138,17 @@ class Journal:
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._reader is not None:
+                await self._reader.close()
+                self._reader = None
+            await self.checkpoint()
             await self._db.close()
+
+    async def _reader_db(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA query_only=ON")
+        return self._reader
 
     async def _meta(self) -> dict[str, str]:
         async with self._db.execute("SELECT name, value FROM meta") as cur:
@@ -241,27 +269,50 @@ class Journal:
 
     async def index_pending(self) -> int:
         """Index every activity row past the watermark; returns the number of events indexed."""
-        if self.index_watermark >= self.head:
-            return 0
-        upto = self.head
-        keys, seqs = [], []
-        async for records in self.read(self.index_watermark, kinds=[_ACTIVITY], chunk=1024):
-            for rec in records:
-                if rec.seq > upto:
-                    break
-                k = rec.event.key_array()
+        postings = await self.collect_postings()
+        return 0 if postings is None else await self.write_postings(postings)
+
+    async def collect_postings(self) -> Postings | None:
+        """Read and sort the unindexed tail on the read connection (rule 4); writes nothing."""
+        start, upto, epoch = self.index_watermark, self.head, self.rewrite_epoch
+        if start >= upto:
+            return None
+        db = await self._reader_db()
+        keys, seqs, last = [], [], start
+        while True:
+            async with db.execute(
+                "SELECT seq, version, payload FROM journal WHERE seq > ? AND seq <= ? AND kind = ? ORDER BY seq LIMIT 1024",
+                (last, upto, _ACTIVITY),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                break
+            for seq, version, payload in rows:
+                k = ev.decode(_ACTIVITY, version, payload).key_array()  # type: ignore[attr-defined]
                 keys.append(k)
-                seqs.append(np.full(len(k), rec.seq, dtype=np.int64))
-        n = sum(len(k) for k in keys)
+                seqs.append(np.full(len(k), seq, dtype=np.int64))
+            last = rows[-1][0]
+        if keys:
+            k_all, s_all = await anyio.to_thread.run_sync(
+                lambda: _sorted_unique_pairs(np.concatenate(keys), np.concatenate(seqs))
+            )
+        else:
+            k_all = s_all = np.empty(0, dtype=np.int64)
+        return Postings(start, upto, epoch, k_all, s_all, sum(len(k) for k in keys))
+
+    async def write_postings(self, postings: Postings) -> int:
+        """Store collected postings and advance the watermark; 0 (nothing) if they went stale."""
+        if postings.start != self.index_watermark or postings.epoch != self.rewrite_epoch:
+            return 0
         async with self.transaction():
-            if n:
-                await self._write_segments(np.concatenate(keys), np.concatenate(seqs), upto)
-            await self._set_meta("index_watermark", upto)
-        self.index_watermark = upto
-        return n
+            if len(postings.keys):
+                await self._write_segments(postings.keys, postings.seqs, postings.upto)
+            await self._set_meta("index_watermark", postings.upto)
+        self.index_watermark = postings.upto
+        return postings.events
 
     async def _write_segments(self, keys: np.ndarray, seqs: np.ndarray, upto: int) -> None:
-        keys, seqs = _sorted_unique_pairs(keys, seqs)
+        """``keys``/``seqs`` sorted by (key, seq) and unique (``_sorted_unique_pairs``)."""
         buckets = bucket_of(keys)
         bounds = np.searchsorted(buckets, np.arange(BUCKETS + 1))
         segment = int(seqs.min())
@@ -307,12 +358,14 @@ class Journal:
             )
 
     async def drop_key_from_index(self, key: int, before_seq: int) -> None:
+        self.rewrite_epoch += 1
         bucket = int(bucket_of(np.array([key], dtype=np.int64))[0])
         segs = await self._segments(bucket)
         if segs:
             await self._replace_bucket(bucket, segs, drop_key=key, before_seq=before_seq)
 
     async def clear_index(self) -> None:
+        self.rewrite_epoch += 1
         await self._db.execute("DELETE FROM key_postings")
         await self._set_meta("index_watermark", 0)
         self.index_watermark = 0
@@ -334,12 +387,14 @@ class Journal:
     # -- rewriting (used by compaction and rotation only) -----------------------------------
 
     async def replace_payload(self, seq: int, event: ev.Event) -> None:
+        self.rewrite_epoch += 1
         await self._db.execute(
             "UPDATE journal SET kind = ?, version = ?, payload = ? WHERE seq = ?",
             (event.KIND, event.VERSION, ev.encode(event), seq),
         )
 
     async def delete_record(self, seq: int) -> None:
+        self.rewrite_epoch += 1
         await self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
 
     async def set_key_version(self, version: int) -> None:

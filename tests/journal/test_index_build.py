@@ -1,0 +1,33 @@
+"""The pseudonym index is built off the writer: collected on a read connection, written briefly,
+and a collection made stale by a rewrite is refused rather than stored."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from journal import events as ev
+
+
+def batch(keys):
+    keys = np.array(keys, dtype=np.int64)
+    return ev.ActivityBatchRecorded.from_arrays(keys, np.zeros(len(keys)), np.ones(len(keys), np.uint8), received_at=0.0)
+
+
+async def test_collected_postings_go_stale_after_a_rewrite(journal):
+    stored = await journal.append([batch([1, 2, 3])])
+    postings = await journal.collect_postings()
+    assert postings is not None and postings.events == 3 and journal.index_watermark == 0  # nothing written yet
+    await journal.replace_payload(stored[0].seq, batch([1, 2]))  # a purge-like rewrite in between
+    assert await journal.write_postings(postings) == 0 and journal.index_watermark == 0
+    assert await journal.index_pending() == 2
+    assert await journal.find_key(3) == [] and await journal.find_key(2) == [stored[0].seq]
+
+
+async def test_appends_continue_while_postings_are_collected(journal):
+    await journal.append([batch(list(range(1000)))])
+    postings = await journal.collect_postings()
+    more = await journal.append([batch([5000])])  # the writer was never held
+    assert await journal.write_postings(postings) == 1000
+    assert journal.index_watermark == more[0].seq - 1
+    assert await journal.find_key(5000) == [more[0].seq]  # found in the unindexed tail
+    assert await journal.index_pending() == 1 and journal.index_watermark == journal.head
