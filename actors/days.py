@@ -21,7 +21,7 @@ from actors import sketches
 from actors.membership import Membership
 from actors.runtime import Actor, Ask
 
-THREAD_FOLD_OVER = 200_000  # fold in a worker thread when the day holds more members than this
+THREAD_FOLD_OVER = 50_000  # fold in a worker thread beyond this many members (~5 ms inline)
 
 
 @dataclass(slots=True)
