@@ -110,7 +110,7 @@ def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, no
     gw = cfg.gateway
     prefix = "$.events" if len(events) > 1 else "$"
     days = np.fromiter((e.day.toordinal() for e in events), dtype=np.int64, count=len(events)) - EPOCH_ORDINAL
-    latest = periods.today(now, cfg.engine.tz) + gw.future_days_allowed
+    latest = _today(now, cfg) + gw.future_days_allowed
     late = np.flatnonzero(days > latest)
     if len(late):
         i = int(late[0])
@@ -129,6 +129,21 @@ def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, no
     ops = np.fromiter((e.op == "+" for e in events), dtype=np.uint8, count=len(events))
     keys = pseudonyms.keys([e.user_id for e in events])
     return keys, days.astype(np.int32), ops, metadata
+
+
+_today_cache: tuple[int, dt.datetime, dt.datetime, str] | None = None
+
+
+def _today(now: dt.datetime, cfg: Config) -> int:
+    """Today in TIMEZONE, recomputed only when ``now`` leaves the cached day (a zone conversion
+    per request showed up in the ingest profile)."""
+    global _today_cache
+    tz = cfg.engine.tz
+    cached = _today_cache
+    if cached is None or not cached[1] <= now < cached[2] or cached[3] != cfg.engine.timezone:
+        day = periods.today(now, tz)
+        cached = _today_cache = (day, periods.closes_at(day - 1, tz), periods.closes_at(day, tz), cfg.engine.timezone)
+    return cached[0]
 
 
 def idempotency_key(request: web.Request) -> str | None:
