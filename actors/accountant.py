@@ -1,8 +1,8 @@
-"""The accountant: what has been charged per (metric, accounting period), and may we charge more.
+"""The accountant actor: may we charge more, and what has been spent (the ledger is in
+``actors/state/ledger.py``).
 
 Rules:
-1. The ledger changes only by applying journaled ``BudgetCharged`` records (in journal order);
-   so the accountant after a restart, a crash or a restore is exactly the one before it.
+1. The ledger changes only by applying journaled ``BudgetCharged`` records fed in journal order.
 2. A quote composes the period's charges *plus the new one* with ``accounting.compose_epsilon``
    (PLD, tight) and compares with the cap. The release actor asks for a quote before it draws any
    noise and journals the charge in the same transaction as the release; nothing is charged on
@@ -15,63 +15,17 @@ Rules:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import anyio
-import msgspec
 
-from actors import accounting, periods
-from actors.accounting import Charge
+from actors.privacy import accounting
+from actors.privacy.accounting import Charge
 from actors.runtime import Actor, Ask
 from actors.settings import EngineSettings
+from actors.state import periods
+from actors.state.ledger import METRICS, Ledger
 from journal.events import BudgetCharged
-
-METRICS = ("dau", "mau")
-
-
-class LedgerSnapshot(msgspec.Struct, frozen=True):
-    applied_seq: int
-    charges: list[BudgetCharged]
-
-
-class Ledger:
-    def __init__(self) -> None:
-        self.applied_seq = 0
-        self.records: list[BudgetCharged] = []
-        self._by_period: dict[tuple[str, str], list[Charge]] = defaultdict(list)
-
-    def apply(self, seq: int, event: BudgetCharged) -> None:
-        if seq <= self.applied_seq:
-            return
-        self.applied_seq = seq
-        self.records.append(event)
-        self._by_period[(event.metric, event.accounting_period)].append(charge_of(event))
-
-    def advance(self, seq: int) -> None:
-        self.applied_seq = max(self.applied_seq, seq)
-
-    def charges(self, metric: str, period: str) -> list[Charge]:
-        return list(self._by_period.get((metric, period), ()))
-
-    def periods(self) -> list[str]:
-        return sorted({p for _, p in self._by_period})
-
-    def snapshot(self) -> LedgerSnapshot:
-        return LedgerSnapshot(self.applied_seq, list(self.records))
-
-    @classmethod
-    def restore(cls, snap: LedgerSnapshot) -> Ledger:
-        ledger = cls()
-        for event in snap.charges:
-            ledger.records.append(event)
-            ledger._by_period[(event.metric, event.accounting_period)].append(charge_of(event))
-        ledger.applied_seq = snap.applied_seq
-        return ledger
-
-
-def charge_of(event: BudgetCharged) -> Charge:
-    return Charge(event.mechanism, event.parameter, event.sensitivity)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors import accounting, counters, mechanisms, noise, periods, sketches
+from actors.privacy import accounting, counters, mechanisms, noise
+from actors.state import periods
+from actors import sketches
 from actors.settings import COUNTER_MECHANISMS, EngineSettings
 from eval import releases as rl
 from eval import simulate

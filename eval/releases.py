@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors import counters, flippancy, mechanisms, membership, periods
-from actors.flippancy import CounterRun
-from actors.noise import RandomSource
+from actors.privacy import counters, flippancy, mechanisms
+from actors.state import membership, periods
+from actors.privacy.flippancy import CounterRun
+from actors.privacy.noise import RandomSource
 from eval.simulate import Stream, Truth
 from journal.events import CounterStarted
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors import periods
+from actors.state import periods
 from eval.randomness import numpy_rng
 
 OP_PLUS = 1

@@ -18,8 +18,8 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
-from actors import periods
-from actors.periods import EPOCH_ORDINAL
+from actors.state import periods
+from actors.state.periods import EPOCH_ORDINAL
 from actors.system import ActorSystem
 from gateway import openapi
 from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM

@@ -247,28 +247,28 @@ def cmd_ingest(args, cfg) -> int:
 
 
 def cmd_replay(args, cfg) -> int:
-    from actors import maintenance
+    from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.replay, cfg.engine, cfg.data_dir), indent=2))
     return 0
 
 
 def cmd_snapshot(args, cfg) -> int:
-    from actors import maintenance
+    from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.snapshot, cfg.engine, cfg.data_dir, args.out), indent=2))
     return 0
 
 
 def cmd_restore(args, cfg) -> int:
-    from actors import maintenance
+    from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.restore, cfg.engine, cfg.data_dir, args.file), indent=2))
     return 0
 
 
 def cmd_compact(args, cfg) -> int:
-    from actors import maintenance
+    from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.compact, cfg.engine, cfg.data_dir), indent=2))
     return 0

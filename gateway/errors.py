@@ -12,9 +12,9 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from actors.releases import BudgetExhausted, NothingToRevise, NotClosed
+from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
 from actors.runtime import ActorStopped, MailboxFull
-from actors.system import IdempotencyConflict, NotReady
+from actors.refusals import IdempotencyConflict, NotReady
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from actors import maintenance
+from actors.system import maintenance
 from actors.system import restore_world, snapshot_store
 from gateway import identity
 from gateway.config import Config

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from actors import periods
+from actors.state import periods
 from journal.events import NoiseParams, Released
 
 UserId = Annotated[str, Meta(min_length=1, max_length=256, description="Your user id; pseudonymised at the gateway, never stored")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
@@ -205,6 +206,15 @@ class SaltRotated(Event, frozen=True, kw_only=True):
     KIND: ClassVar[int] = 8
     key_version: int
     rotated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An event as the journal holds it: its first and last sequence number (rule 4)."""
+
+    seq: int
+    last_seq: int
+    event: Event
 
 
 def counter_tokens(secret: bytes, keys: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ import anyio
 import numpy as np
 
 from journal import events as ev
+from journal.events import StoredRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -80,13 +81,6 @@ class Postings:
     keys: np.ndarray
     seqs: np.ndarray
     events: int  # activity events read (before pairs were deduplicated)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    seq: int
-    last_seq: int
-    event: ev.Event
 
 
 def bucket_of(keys: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors import periods
+from actors.state import periods
 from actors.settings import EngineSettings
 from actors.system import ActorSystem
 

@@ -1,4 +1,4 @@
-"""Tests for actors.accounting: calibration, tight PLD composition, budget gating.
+"""Tests for actors.privacy.accounting: calibration, tight PLD composition, budget gating.
 
 Reference numbers are recomputed here with dp_accounting called directly (or in closed form), so
 the module is checked against the library and the mathematics, not against itself.
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from actors import accounting as acc
-from actors.accounting import Charge
+from actors.privacy import accounting as acc
+from actors.privacy.accounting import Charge
 
 DELTA = 1e-6
 EPS_DAU, EPS_MAU = 0.3, 0.5

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors import accounting
-from actors.accountant import Ledger
-from actors.erasure import ErasureBook, receipt, status_of
-from actors.ingest import IdempotencyIndex, batch_digest
-from actors.releases import ReleaseBook, key_of
+from actors.privacy import accounting
+from actors.state.ledger import Ledger
+from actors.state.erasure_book import ErasureBook, receipt, status_of
+from actors.state.idempotency import IdempotencyIndex, batch_digest
+from actors.state.release_book import ReleaseBook, key_of
 from journal import events as ev
 
 
@@ -80,7 +80,7 @@ def test_idempotency_index_remembers_the_newest_keys_only():
 
 
 def test_world_split_by_day_keeps_journal_order_within_a_day():
-    from actors.world import split_by_day
+    from actors.state.world import split_by_day
 
     batch = ev.ActivityBatchRecorded.from_arrays(
         np.array([1, 2, 1, 3]), np.array([5, 6, 5, 5]), np.array([1, 1, 0, 1], dtype=np.uint8), received_at=0.0

@@ -1,4 +1,4 @@
-"""Tests for ``actors.counters``: factorisations, alternating sensitivity, exact released values.
+"""Tests for ``actors.privacy.counters``: factorisations, alternating sensitivity, exact released values.
 
 Every expected value is recomputed here independently of the module (Fractions, brute force,
 explicit matrices); randomness comes from ``SeededSource`` or a seeded numpy generator.
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import counters
-from actors.counters import CounterKind
+from actors.privacy import counters
+from actors.privacy.counters import CounterKind
 from tests.randomness import SeededSource
 
 KINDS: tuple[CounterKind, ...] = ("sqrt", "tree")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from actors import flippancy
-from actors.flippancy import CounterRun
+from actors.privacy import flippancy
+from actors.privacy.flippancy import CounterRun
 from journal.events import CounterStarted
 
 

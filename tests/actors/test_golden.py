@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import counters, mechanisms
+from actors.privacy import counters, mechanisms
 from tests.support import day, ingest, running_system
 from tests.support import settings as engine_settings
 

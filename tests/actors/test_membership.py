@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from actors import membership
-from actors.membership import Membership
+from actors.state import membership
+from actors.state.membership import Membership
 
 ops_strategy = st.lists(st.tuples(st.integers(-5, 5), st.sampled_from([0, 1])), max_size=60)
 

@@ -1,4 +1,4 @@
-"""Statistical and exactness tests for ``actors.noise``.
+"""Statistical and exactness tests for ``actors.privacy.noise``.
 
 All randomness here comes from ``SeededSource`` with fixed seeds, so every p-value below is a
 fixed number: a failure is a real regression, not bad luck.
@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 from scipy import stats
 
-from actors import noise
+from actors.privacy import noise
 from tests.randomness import SeededSource
 
 N_DRAWS = 100_000

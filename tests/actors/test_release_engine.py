@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld
 
-from actors import accounting, counters, mechanisms, periods
-from actors.releases import BudgetExhausted, NothingToRevise, NotClosed
+from actors.privacy import accounting, counters, mechanisms
+from actors.state import periods
+from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
 from journal import events as ev
 from tests.support import day, ingest, running_system
 from tests.support import settings as engine_settings
@@ -226,7 +227,7 @@ async def test_intervals_come_from_the_exact_discrete_distribution(tmp_path):
     async with running_system(tmp_path) as system:
         rel = await system.release(("dau", NOV[0], 1))
         sigma = accounting.calibrate_discrete_gaussian_sigma(0.3, 1e-6)
-        from actors import noise
+        from actors.privacy import noise
 
         q = noise.discrete_gaussian_quantile(sigma, 0.95)
         assert rel.upper_95 - rel.estimate == rel.estimate - rel.lower_95 == q

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from actors.system import journal_path, restore_world
-from actors.world import World, WorldSnapshot
+from actors.state.world import World, WorldSnapshot
 from journal import compaction
 from journal.snapshots import SnapshotStore
 from journal.store import Journal

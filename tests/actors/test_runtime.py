@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from actors.runtime import Actor, Ask, MailboxFull, Refusal, Supervisor
+from actors.runtime import Actor, Ask, MailboxFull, Supervisor
+from actors.refusals import Refusal
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import sys
 import anyio
 import pytest
 
-from actors import membership
+from actors.state import membership
 from actors.system import journal_path, restore_world
 from gateway import config as config_mod
 from gateway.identity import Pseudonymizer, load_rotations, rekey

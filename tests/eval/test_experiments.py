@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from actors import accounting
+from actors.privacy import accounting
 from eval import experiments as ex
 from eval import run as eval_run
 from eval.randomness import SeededSource, resolve_seed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors import periods
+from actors.state import periods
 from eval import releases as rl
 from eval import simulate
 from eval.randomness import SeededSource

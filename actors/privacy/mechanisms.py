@@ -20,10 +20,10 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from actors import accounting, counters, noise
-from actors.accounting import Charge
-from actors.counters import CounterPlan
-from actors.noise import OS_RANDOM, RandomSource
+from actors.privacy import accounting, counters, noise
+from actors.privacy.accounting import Charge
+from actors.privacy.counters import CounterPlan
+from actors.privacy.noise import OS_RANDOM, RandomSource
 from journal.events import NoiseParams
 
 COVERAGE = 0.95

@@ -21,12 +21,12 @@ import anyio
 import numpy as np
 
 from actors.days import ApplyOps, Barrier, DayActor, DayView, EraseKeys, GetView
-from actors.ingest import IdempotencyIndex, IdempotencySnapshot
-from actors.membership import EMPTY, Membership
+from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
+from actors.state.membership import EMPTY, Membership
 from actors.runtime import Actor
-from actors.world import split_by_day
+from actors.state.world import split_by_day
 from journal import events as ev
-from journal.store import StoredRecord
+from journal.events import StoredRecord
 
 
 def _concat(batches: list[ev.ActivityBatchRecorded]) -> ev.ActivityBatchRecorded:

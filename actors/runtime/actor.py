@@ -1,4 +1,4 @@
-"""A small actor runtime on anyio: bounded mailboxes, supervision, orderly shutdown.
+"""Actors: a bounded mailbox, an in-order feed of journal records, and a ``handle`` hook.
 
 Theory of operation:
 - An ``Actor`` owns a bounded mailbox (an anyio memory object stream) and a ``handle`` coroutine.
@@ -6,8 +6,9 @@ Theory of operation:
   only when the computation succeeded. So when ``handle`` raises, the actor's state is still the
   last good one, and "restart from its last state" is simply: log, count, fail the message's
   reply, and take the next message.
-- A ``Supervisor`` owns every actor's loop through one task group (structured concurrency:
-  nothing is fire-and-forget; an error that escapes the loop reaches the owner).
+- A ``Supervisor`` (``supervisor.py``) owns every actor's loop through one task group
+  (structured concurrency: nothing is fire-and-forget; an error that escapes the loop reaches
+  the owner).
 - Backpressure: ``send`` waits while a mailbox is full; ``try_send`` raises ``MailboxFull`` at
   once. The gateway only ever uses ``try_send``/``ask_nowait``, which is how a full mailbox
   becomes 503 + Retry-After instead of an unbounded queue.
@@ -23,20 +24,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import structlog
-from anyio.abc import TaskGroup
-
-log = structlog.get_logger("actors.runtime")
-
-
-class Refusal(Exception):
-    """A domain answer that happens to be "no" (budget exhausted, period not closed, ...).
-    Delivered to the asker as an exception; not a crash, not logged as one."""
 
 
 class MailboxFull(Exception):
@@ -131,51 +122,3 @@ class Actor:
 
     def close(self) -> None:
         self._send.close()
-
-
-class Supervisor:
-    """Runs actors in one task group and restarts them (from their last state) on crash."""
-
-    def __init__(self, task_group: TaskGroup, on_crash: Callable[[Actor, BaseException], None] | None = None):
-        self._tg = task_group
-        self._on_crash = on_crash
-        self.actors: dict[str, Actor] = {}
-
-    def spawn(self, actor: Actor) -> Actor:
-        if actor.name in self.actors:
-            raise ValueError(f"actor {actor.name} already running")
-        self.actors[actor.name] = actor
-        self._tg.start_soon(self._run, actor, name=f"actor:{actor.name}")
-        return actor
-
-    async def _run(self, actor: Actor) -> None:
-        async with actor._recv:
-            async for message in actor._recv:
-                try:
-                    actor.drain_feed()
-                    if not isinstance(message, Wake):
-                        await actor.handle(message)
-                    actor.processed += 1
-                except Refusal as exc:
-                    reply = getattr(message, "reply", None)
-                    if isinstance(reply, asyncio.Future) and not reply.done():
-                        reply.set_exception(exc)
-                except Exception as exc:  # restart from the last good state (see module doc)
-                    actor.crashes += 1
-                    log.error(
-                        "actor_crashed_restarting",
-                        actor=actor.name,
-                        message=type(message).__name__,
-                        error=repr(exc),
-                        crashes=actor.crashes,
-                    )
-                    if self._on_crash is not None:
-                        self._on_crash(actor, exc)
-                    reply = getattr(message, "reply", None)
-                    if isinstance(reply, asyncio.Future) and not reply.done():
-                        reply.set_exception(exc)
-            actor.drain_feed()
-
-    def close_all(self) -> None:
-        for actor in self.actors.values():
-            actor.close()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import datasketches as ds
 import numpy as np
 
-from actors import membership
+from actors.state import membership
 
 THETA_SEED = 9001  # library default; the hashed values are already secret HMAC pseudonyms
 BOUND_STD_DEVS = 3  # the sketch's own ~99.7% bounds; see releases for how they widen the CI

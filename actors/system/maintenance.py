@@ -13,11 +13,11 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from actors import periods
-from actors import world as world_mod
+from actors.state import periods
+from actors.state import world as world_mod
 from actors.settings import EngineSettings
-from actors.system import journal_path, restore_world, snapshot_store
-from actors.world import World
+from actors.system.boot import journal_path, restore_world, snapshot_store
+from actors.state.world import World
 from journal import compaction
 from journal.lock import DataDirLock
 from journal.store import Journal

@@ -68,8 +68,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from actors import noise
-from actors.noise import OS_RANDOM, RandomSource
+from actors.privacy import noise
+from actors.privacy.noise import OS_RANDOM, RandomSource
 
 CounterKind = Literal["sqrt", "tree"]
 _KINDS: tuple[CounterKind, ...] = ("sqrt", "tree")

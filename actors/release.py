@@ -31,10 +31,13 @@ from typing import Protocol
 import anyio
 import numpy as np
 
-from actors import accounting, counters, flippancy, mechanisms, membership, periods, sketches
+from actors.privacy import accounting, counters, flippancy, mechanisms
+from actors.state import membership, periods
+from actors import sketches
 from actors.accountant import AccountantActor, Quote, QuoteCharge
 from actors.days import DayView
-from actors.releases import BudgetExhausted, Key, NothingToRevise, NotClosed, ReleaseBook
+from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
+from actors.state.release_book import Key, ReleaseBook
 from actors.runtime import Actor, Ask
 from actors.settings import COUNTER_MECHANISMS, EngineSettings
 from journal import events as ev

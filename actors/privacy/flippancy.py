@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors import membership
-from actors.membership import EMPTY
+from actors.state import membership
+from actors.state.membership import EMPTY
 from journal.events import CounterStarted, CounterStepped
 from journal.events import counter_tokens as tokens
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from actors import flippancy
-from actors.flippancy import CounterRun
-from actors.membership import EMPTY
-from actors.runtime import Refusal
+from actors.privacy import flippancy
+from actors.privacy.flippancy import CounterRun
+from actors.state.membership import EMPTY
 from journal.events import CounterStarted, CounterStepped, Released, UserErased
 
 Key = tuple[str, int, int]  # (metric, DAU day or MAU end, window; 1 for DAU)
@@ -33,31 +32,6 @@ def key_of(event: Released) -> Key:
         return ("dau", event.day, 1)
     assert event.end is not None and event.window is not None
     return ("mau", event.end, event.window)
-
-
-class NotClosed(Refusal):
-    def __init__(self, closes_at: str) -> None:
-        super().__init__(f"the period closes at {closes_at}; nothing is released (or charged) before that")
-        self.closes_at = closes_at
-
-
-class BudgetExhausted(Refusal):
-    def __init__(self, metric: str, period: str, spent: float, needed: float, cap: float, next_reset: str):
-        super().__init__(
-            f"{metric} budget for {period} would reach epsilon {needed:.4f} > cap {cap}; nothing was charged"
-        )
-        self.body = {
-            "metric": metric,
-            "accounting_period": period,
-            "epsilon_spent": spent,
-            "epsilon_after_release": needed,
-            "epsilon_cap": cap,
-            "next_reset": next_reset,
-        }
-
-
-class NothingToRevise(Refusal):
-    pass
 
 
 class RunSnapshot(msgspec.Struct, frozen=True):

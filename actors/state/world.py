@@ -18,13 +18,13 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from actors.accountant import Ledger, LedgerSnapshot
-from actors.erasure import ErasureBook, ErasureSnapshot
-from actors.ingest import IdempotencyIndex, IdempotencySnapshot
-from actors.membership import Membership
-from actors.releases import ReleaseBook, ReleaseSnapshot
+from actors.state.ledger import Ledger, LedgerSnapshot
+from actors.state.erasure_book import ErasureBook, ErasureSnapshot
+from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
+from actors.state.membership import Membership
+from actors.state.release_book import ReleaseBook, ReleaseSnapshot
 from journal import events as ev
-from journal.store import StoredRecord
+from journal.events import StoredRecord
 
 FORMAT = 1
 

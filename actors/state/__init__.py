@@ -1,0 +1,13 @@
+"""The state, pure: what replay builds and a snapshot holds. No I/O, no clock, no event loop.
+
+Every book changes only by applying journaled records in journal order, and remembers the last
+position it applied, so live actors, full replay and snapshot + tail all agree.
+
+- ``membership.py``: one day's exact membership (sorted int64 + a short log of pending ops).
+- ``periods.py``: days, windows, closing times, accounting periods.
+- ``ledger.py``: the budget charges per (metric, period).
+- ``release_book.py``: every published release and the state of every counter run.
+- ``erasure_book.py``: erasure receipts and who still awaits a purge.
+- ``idempotency.py``: which Idempotency-Key produced which batch.
+- ``world.py``: all of the above as one value: ``World.apply`` is replay; snapshots encode it.
+"""

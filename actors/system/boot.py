@@ -1,0 +1,69 @@
+"""Boot: where the data directory keeps things, and how the state is rebuilt from it.
+
+Rules:
+1. The state is always ``World.apply`` over the journal, from the newest snapshot that passes
+   every check (``journal.snapshots`` rule 2) or from the start. A snapshot that checks out but
+   does not decode is skipped, never trusted.
+2. Nothing here writes: the caller decides what to do with the rebuilt world.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import anyio
+import structlog
+
+from actors.settings import EngineSettings
+from actors.state import world as world_mod
+from actors.state.world import World
+from journal.snapshots import SnapshotStore
+from journal.store import Journal
+
+log = structlog.get_logger("actors.system")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def journal_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "journal.sqlite3"
+
+
+def snapshot_store(data_dir: Path) -> SnapshotStore:
+    return SnapshotStore(Path(data_dir) / "snapshots")
+
+
+def snapshot_seq(path: Path) -> int:
+    """The journal position a snapshot file was written at (from its name)."""
+    try:
+        return int(path.stem.split("-")[-1])
+    except ValueError:
+        return 0
+
+
+async def restore_world(
+    journal: Journal, store: SnapshotStore | None, settings: EngineSettings, *, use_snapshot: bool = True
+) -> tuple[World, int | None]:
+    """Newest valid snapshot + tail replay (or full replay). Returns (world, snapshot seq or None)."""
+    world, start, from_seq = None, 0, None
+    if use_snapshot and store is not None:
+        loaded = store.load_latest(journal_id=journal.journal_id, head=journal.head, payload_version=world_mod.FORMAT)
+        if loaded is not None:
+            info, payload = loaded
+            try:
+                snap = await anyio.to_thread.run_sync(world_mod.decode, payload)
+                world = World.restore(snap, idempotency_keys=settings.idempotency_keys_kept)
+                start = from_seq = snap.last_seq
+            except Exception as exc:  # valid checksum but undecodable: never trust it
+                log.warning("snapshot_undecodable", file=info.path.name, error=repr(exc))
+                world, start, from_seq = None, 0, None
+    if world is None:
+        world = World(idempotency_keys=settings.idempotency_keys_kept)
+    async for records in journal.read(start, chunk=512):
+        for rec in records:
+            world.apply(rec)
+    world.fold()
+    return world, from_seq

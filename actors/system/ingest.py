@@ -1,0 +1,74 @@
+"""The ingest service: one request's batch -> one journal record, exactly once per Idempotency-Key.
+
+Rules:
+1. A batch is acknowledged only when the committer resolved its future: committed *and*
+   dispatched to the actors (``journal.groupcommit`` rule 2).
+2. A retry with the same key and the same (pseudonymised) batch gets the first answer and
+   writes nothing, also while the first attempt is still in flight; the same key with a
+   different batch is ``IdempotencyConflict``. If the first attempt failed, a retry may write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from actors.refusals import IdempotencyConflict
+from actors.state.idempotency import IdempotencyIndex, IngestReceipt, batch_digest
+from journal import events as ev
+from journal.groupcommit import Committer
+
+
+class IngestService:
+    def __init__(self, committer: Committer, index: IdempotencyIndex) -> None:
+        self.committer = committer
+        self.index = index  # the router applies committed batches to it, in journal order
+        self._inflight: dict[str, tuple[bytes, asyncio.Future]] = {}
+
+    async def ingest(
+        self,
+        keys: np.ndarray,
+        days: np.ndarray,
+        ops: np.ndarray,
+        metadata: list[tuple[int, bytes]],
+        idempotency_key: str | None = None,
+    ) -> tuple[IngestReceipt, bool]:
+        """Journal one batch; returns (receipt, replayed). Replayed = an earlier identical request."""
+        digest = b""
+        if idempotency_key is not None:
+            digest = batch_digest(keys, days, ops, metadata)
+            previous = await self._previous(idempotency_key, digest)
+            if previous is not None:
+                return previous, True
+        event = ev.ActivityBatchRecorded.from_arrays(
+            keys, days, ops, received_at=time.time(), metadata=metadata,
+            idempotency_key=idempotency_key, request_digest=digest if idempotency_key else None,
+        )
+        future = self.committer.submit([event])
+        if idempotency_key is not None:
+            self._inflight[idempotency_key] = (digest, future)
+        try:
+            (stored,) = await future
+        finally:
+            if idempotency_key is not None:
+                self._inflight.pop(idempotency_key, None)
+        return IngestReceipt(len(ops), stored.seq, stored.last_seq, digest), False
+
+    async def _previous(self, key: str, digest: bytes) -> IngestReceipt | None:
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            other_digest, future = inflight
+            if other_digest != digest:
+                raise IdempotencyConflict(key)
+            try:
+                await future
+            except Exception:
+                return None  # the first attempt failed: this one may try again
+        found = self.index.lookup(key)
+        if found is None:
+            return None
+        if found.digest and found.digest != digest:
+            raise IdempotencyConflict(key)
+        return found
