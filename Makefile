@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test install install-dev check-placeholders bench eval clean
+.PHONY: run test setup install install-dev fmt lint check-placeholders bench eval plots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+setup: install-dev
+
+# Formatting and lint are habits, not chores: `make fmt` rewrites, `make lint` only checks
+# (ruff, mypy strict on journal/actors/gateway, the placeholder ledger) and runs in .ci/run.
+fmt: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: install-dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python tools/check_placeholders.py
 
 run: install
 	DATA_DIR=$(DATA_DIR) $(BIN)/dpdau serve --host $(HOST) --port $(PORT)
@@ -38,6 +51,9 @@ bench: install-dev
 
 eval: install-dev
 	$(BIN)/python -m eval.run
+
+plots: install-dev
+	$(BIN)/python -m eval.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -85,14 +85,14 @@ class AccountantActor(Actor):
         s = self.settings
         charges = self.ledger.charges(q.metric, q.period.label)
         spent = await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, s.delta)
-        ok, after = await anyio.to_thread.run_sync(
-            accounting.fits, charges, q.charge, s.cap(q.metric), s.delta
-        )
+        ok, after = await anyio.to_thread.run_sync(accounting.fits, charges, q.charge, s.cap(q.metric), s.delta)
         return Quote(ok, q.metric, q.period.label, spent, after, s.cap(q.metric), next_reset(q.period))
 
     async def _report(self, r: BudgetReport) -> dict:
-        labels = [r.period] if r.period else sorted(
-            set(self.ledger.periods()) | {periods.period_of(r.today, self.settings.privacy_period).label}
+        labels = (
+            [r.period]
+            if r.period
+            else sorted(set(self.ledger.periods()) | {periods.period_of(r.today, self.settings.privacy_period).label})
         )
         return {"delta": self.settings.delta, "periods": [await self._period_report(p) for p in labels]}
 

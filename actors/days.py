@@ -18,8 +18,8 @@ import anyio
 import numpy as np
 
 from actors import sketches
-from actors.state.membership import Membership
 from actors.runtime import Actor, Ask
+from actors.state.membership import Membership
 
 THREAD_FOLD_OVER = 50_000  # fold in a worker thread beyond this many members (~5 ms inline)
 

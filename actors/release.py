@@ -31,15 +31,15 @@ from typing import Protocol
 import anyio
 import numpy as np
 
-from actors.privacy import accounting, counters, flippancy, mechanisms
-from actors.state import membership, periods
 from actors import sketches
 from actors.accountant import AccountantActor, Quote, QuoteCharge
 from actors.days import DayView
-from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
-from actors.state.release_book import Key, ReleaseBook
+from actors.privacy import accounting, counters, flippancy, mechanisms
+from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.runtime import Actor, Ask
 from actors.settings import COUNTER_MECHANISMS, EngineSettings
+from actors.state import membership, periods
+from actors.state.release_book import Key, ReleaseBook
 from journal import events as ev
 from journal.groupcommit import Committer
 
@@ -186,8 +186,18 @@ class ReleaseActor(Actor):
             return [
                 charge,
                 self._released(
-                    key, revision, noisy, mechanism, cal.params, cal.epsilon, cal.delta, charge.charge_id,
-                    period, max(0.0, quote.cap - quote.after), guarantee, seen,
+                    key,
+                    revision,
+                    noisy,
+                    mechanism,
+                    cal.params,
+                    cal.epsilon,
+                    cal.delta,
+                    charge.charge_id,
+                    period,
+                    max(0.0, quote.cap - quote.after),
+                    guarantee,
+                    seen,
                 ),
             ]
 
@@ -274,8 +284,18 @@ class ReleaseActor(Actor):
                 f"than {st.flip_bound} times are frozen (a bias, not a privacy loss)"
             )
             released = self._released(
-                key, revision, noisy, st.kind, mechanisms.counter_params(plan, t), st.epsilon,
-                self.settings.delta, st.charge_id, period, st.budget_remaining, guarantee, seen,
+                key,
+                revision,
+                noisy,
+                st.kind,
+                mechanisms.counter_params(plan, t),
+                st.epsilon,
+                self.settings.delta,
+                st.charge_id,
+                period,
+                st.budget_remaining,
+                guarantee,
+                seen,
             )
             return [step, released]
 
@@ -303,9 +323,19 @@ class ReleaseActor(Actor):
         )
 
     def _released(
-        self, key: Key, revision: int, noisy: mechanisms.Noisy, mechanism: str, params: ev.NoiseParams,
-        epsilon: float, delta: float, charge_id: str, period: periods.Period, remaining: float,
-        guarantee: str, seen: int,
+        self,
+        key: Key,
+        revision: int,
+        noisy: mechanisms.Noisy,
+        mechanism: str,
+        params: ev.NoiseParams,
+        epsilon: float,
+        delta: float,
+        charge_id: str,
+        period: periods.Period,
+        remaining: float,
+        guarantee: str,
+        seen: int,
     ) -> ev.Released:
         metric, end, window = key
         return ev.Released(

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.privacy import accounting, counters, mechanisms, noise
-from actors.state import periods
 from actors import sketches
+from actors.privacy import accounting, counters, mechanisms, noise
 from actors.settings import COUNTER_MECHANISMS, EngineSettings
+from actors.state import periods
 from eval import releases as rl
 from eval import simulate
 from eval.randomness import SeededSource, numpy_rng
@@ -73,19 +73,27 @@ class Config:
 
 def make_config(quick: bool, seed: int) -> Config:
     defaults = EngineSettings()
-    base = dict(
-        seed=seed,
-        window=defaults.mau_window_days,
-        delta=defaults.delta,
-        epsilon=(("dau", defaults.epsilon_dau), ("mau", defaults.epsilon_mau)),
-        cap=(("dau", defaults.dau_budget_total), ("mau", defaults.mau_budget_total)),
-        w_bound=defaults.w_bound,
-    )
+    base = {
+        "seed": seed,
+        "window": defaults.mau_window_days,
+        "delta": defaults.delta,
+        "epsilon": (("dau", defaults.epsilon_dau), ("mau", defaults.epsilon_mau)),
+        "cap": (("dau", defaults.dau_budget_total), ("mau", defaults.mau_budget_total)),
+        "w_bound": defaults.w_bound,
+    }
     if quick:
         return Config(
-            quick=True, n_users=2_000, n_days=59, eps_grid=(0.3, 0.5, 1.0), reps=20,
-            noise_w_max=4, theta_every=7, sensitivity_probes=40, lg_ks=(8, 10, 12),
-            budget_months=(28,), **base,
+            quick=True,
+            n_users=2_000,
+            n_days=59,
+            eps_grid=(0.3, 0.5, 1.0),
+            reps=20,
+            noise_w_max=4,
+            theta_every=7,
+            sensitivity_probes=40,
+            lg_ks=(8, 10, 12),
+            budget_months=(28,),
+            **base,
         )
     return Config(quick=False, n_users=20_000, n_days=120, **base)
 
@@ -127,7 +135,7 @@ def build_workload(stream: Stream, cfg: Config, keep_windows=()) -> Workload:
 
 
 def build_workloads(cfg: Config) -> dict[str, Workload]:
-    kw = dict(n_users=cfg.n_users, n_days=cfg.n_days, start=cfg.start)
+    kw = {"n_users": cfg.n_users, "n_days": cfg.n_days, "start": cfg.start}
     realistic = simulate.realistic_stream(cfg.seed, **kw)
     adversarial = simulate.adversarial_stream(cfg.seed, window=cfg.window, **kw)
     return {
@@ -179,7 +187,13 @@ def laplace_same_spend_epsilon(T: int, eps: float, delta: float, rtol: float = 1
 
 
 def simulate_releases(
-    cfg: Config, wl: Workload, metric: str, mechanism: str, eps: float, reps: int, traces: TraceCache,
+    cfg: Config,
+    wl: Workload,
+    metric: str,
+    mechanism: str,
+    eps: float,
+    reps: int,
+    traces: TraceCache,
     w: int | None = None,
 ) -> Releases:
     """Daily releases over the evaluated months, ``reps`` independent repetitions."""
@@ -194,7 +208,9 @@ def simulate_releases(
             parts.append(rl.independent_releases("laplace", e, cfg.delta, wl.truth.counts(metric)[sl], reps, rng))
         else:
             trace = traces.get(wl, metric, period, w)
-            parts.append(rl.counter_releases(mechanism, trace, run_epsilon(period.days, eps, cfg.delta), cfg.delta, reps, rng))
+            parts.append(
+                rl.counter_releases(mechanism, trace, run_epsilon(period.days, eps, cfg.delta), cfg.delta, reps, rng)
+            )
     return rl.concat(parts)
 
 
@@ -277,8 +293,12 @@ def example_series(cfg: Config, workloads: dict[str, Workload], at_default: dict
         wl = workloads[name]
         days = [periods.iso(wl.stream.first_day + int(d)) for d in wl.days()]
         block = out.setdefault(name, {}).setdefault(metric, {"days": days, "truth": r.truth.tolist()})
-        block[mech] = {"estimate": r.estimate[0].tolist(), "lower": r.lower[0].tolist(),
-                       "upper": r.upper[0].tolist(), "counted": r.counted.tolist()}
+        block[mech] = {
+            "estimate": r.estimate[0].tolist(),
+            "lower": r.lower[0].tolist(),
+            "upper": r.upper[0].tolist(),
+            "counted": r.counted.tolist(),
+        }
     return out
 
 
@@ -367,7 +387,7 @@ def budget_fit(cfg: Config) -> dict:
                 "unit": "release",
                 "epsilon_each": eps,
                 "tight": accounting.releases_that_fit(cal.charge, cap, cfg.delta),
-                "naive": int(math.floor(cap / eps + 1e-12)),
+                "naive": math.floor(cap / eps + 1e-12),
                 "month_of_31_epsilon": accounting.compose_epsilon([cal.charge] * 31, cfg.delta),
             }
         for T in cfg.budget_months:
@@ -377,7 +397,7 @@ def budget_fit(cfg: Config) -> dict:
                 "unit": "release",
                 "epsilon_each": e,
                 "tight": accounting.releases_that_fit(charge, cap, cfg.delta),
-                "naive": int(math.floor(cap / e + 1e-12)),
+                "naive": math.floor(cap / e + 1e-12),
             }
         g = mechanisms.calibrate("gaussian", eps, cfg.delta).charge
         for kind in COUNTER_MECHANISMS:
@@ -390,7 +410,7 @@ def budget_fit(cfg: Config) -> dict:
                     "unit": "run",
                     "epsilon_each": run_eps,
                     "tight": runs,
-                    "naive": int(math.floor(cap / run_eps + 1e-12)),
+                    "naive": math.floor(cap / run_eps + 1e-12),
                     "days_released": runs * T,
                     # independent Gaussian releases (revisions, other windows) left after one run
                     "extra_gaussian_after_one_run": _fits_after(charge, g, cap, cfg.delta) if runs else None,
@@ -400,8 +420,11 @@ def budget_fit(cfg: Config) -> dict:
         grid = [e for e in ((1.0,) if cfg.quick else (0.1, 0.2, 0.3, 0.5, 1.0)) if e <= cap]
         curve = {"eps": grid}
         for mech in INDEPENDENT:
-            curve[mech] = [accounting.releases_that_fit(mechanisms.calibrate(mech, e, cfg.delta).charge, cap, cfg.delta) for e in grid]
-        curve["naive"] = [int(math.floor(cap / e + 1e-12)) for e in grid]
+            curve[mech] = [
+                accounting.releases_that_fit(mechanisms.calibrate(mech, e, cfg.delta).charge, cap, cfg.delta)
+                for e in grid
+            ]
+        curve["naive"] = [math.floor(cap / e + 1e-12) for e in grid]
         out["curves"][metric] = curve
     return out
 
@@ -440,17 +463,19 @@ def theta_vs_set(cfg: Config, wl: Workload) -> dict:
             cover.append(s.lower <= s.exact <= s.upper)
             exact_mode.append(s.estimate == s.exact)
         rel_a = np.asarray(rel)
-        out["rows"].append({
-            "lg_k": lg_k,
-            "k": 1 << lg_k,
-            "rse_theory": 1.0 / math.sqrt(1 << lg_k),
-            "mean_abs_rel_error": float(np.mean(np.abs(rel_a))),
-            "rms_rel_error": float(np.sqrt(np.mean(rel_a**2))),
-            "max_abs_rel_error": float(np.max(np.abs(rel_a))),
-            "mean_rel_error": float(np.mean(rel_a)),
-            "bounds_3sd_coverage": float(np.mean(cover)),
-            "share_exact": float(np.mean(exact_mode)),
-        })
+        out["rows"].append(
+            {
+                "lg_k": lg_k,
+                "k": 1 << lg_k,
+                "rse_theory": 1.0 / math.sqrt(1 << lg_k),
+                "mean_abs_rel_error": float(np.mean(np.abs(rel_a))),
+                "rms_rel_error": float(np.sqrt(np.mean(rel_a**2))),
+                "max_abs_rel_error": float(np.max(np.abs(rel_a))),
+                "mean_rel_error": float(np.mean(rel_a)),
+                "bounds_3sd_coverage": float(np.mean(cover)),
+                "share_exact": float(np.mean(exact_mode)),
+            }
+        )
     out["mean_mau"] = float(np.mean([wl.truth.mau[e] for e in ends]))
     out["sensitivity"] = theta_sensitivity(cfg, wl, cache)
     cal = mechanisms.calibrate("gaussian", cfg.eps("mau"), cfg.delta)
@@ -490,19 +515,21 @@ def theta_sensitivity(cfg: Config, wl: Workload, cache: _ThetaCache) -> list[dic
                 moves.append(base_est - est)
             m = np.abs(np.asarray(moves))
             moved = m > 1e-9
-            rows.append({
-                "lg_k": lg_k,
-                "pipeline": pipeline,
-                "end": periods.iso(wl.stream.first_day + end),
-                "exact": int(exact),
-                "estimate": float(base_est),
-                "estimation_mode": bool(abs(base_est - exact) > 1e-9),
-                "estimate_over_k": base_est / (1 << lg_k),
-                "probes": int(len(m)),
-                "share_moved": float(np.mean(moved)),
-                "max_move": float(m.max()),
-                "mean_move_when_moved": float(m[moved].mean()) if moved.any() else 0.0,
-            })
+            rows.append(
+                {
+                    "lg_k": lg_k,
+                    "pipeline": pipeline,
+                    "end": periods.iso(wl.stream.first_day + end),
+                    "exact": int(exact),
+                    "estimate": float(base_est),
+                    "estimation_mode": bool(abs(base_est - exact) > 1e-9),
+                    "estimate_over_k": base_est / (1 << lg_k),
+                    "probes": len(m),
+                    "share_moved": float(np.mean(moved)),
+                    "max_move": float(m.max()),
+                    "mean_move_when_moved": float(m[moved].mean()) if moved.any() else 0.0,
+                }
+            )
     return rows
 
 
@@ -521,7 +548,9 @@ def decide(candidates: dict[str, dict], key: str = "rmse") -> dict:
         "criterion": key,
         "ranking": ranking,
         "values": {m: candidates[m][key] for m in ranking},
-        "margin_vs_runner_up": (candidates[runner][key] / candidates[best][key]) if runner and candidates[best][key] > 0 else None,
+        "margin_vs_runner_up": (candidates[runner][key] / candidates[best][key])
+        if runner and candidates[best][key] > 0
+        else None,
     }
 
 
@@ -547,8 +576,14 @@ def decision(cfg: Config, err: dict, workloads: dict[str, Workload], traces: Tra
     among the mechanisms that can publish every day of a month within the cap; plus how robust
     the choice is (other W_BOUND, other realistic workloads; exact expected errors from the
     noise variance and the measured freezing bias)."""
-    out: dict = {"workload": "realistic", "delta": cfg.delta, "w_bound": cfg.w_bound,
-                 "window": cfg.window, "period": "calendar month", "metrics": {}}
+    out: dict = {
+        "workload": "realistic",
+        "delta": cfg.delta,
+        "w_bound": cfg.w_bound,
+        "window": cfg.window,
+        "period": "calendar month",
+        "metrics": {},
+    }
     stream = err["streams"]["realistic"]
     for metric in METRICS:
         eps = cfg.eps(metric)
@@ -581,11 +616,16 @@ def expected_errors(cfg: Config, wl: Workload, traces: TraceCache, metric: str, 
     out = {}
     for mech in INDEPENDENT:
         cal = mechanisms.calibrate(mech, eps, cfg.delta)
-        var = (noise.discrete_gaussian_variance(cal.params.sigma) if mech == "gaussian"
-               else noise.discrete_laplace_variance(cal.params.scale))
+        var = (
+            noise.discrete_gaussian_variance(cal.params.sigma)
+            if mech == "gaussian"
+            else noise.discrete_laplace_variance(cal.params.scale)
+        )
         out[mech] = {"rmse": math.sqrt(var), "bias_rms": 0.0}
-    var = [noise.discrete_laplace_variance(1.0 / laplace_same_spend_epsilon(p.days, eps, cfg.delta)) * p.days
-           for p, _ in wl.months]
+    var = [
+        noise.discrete_laplace_variance(1.0 / laplace_same_spend_epsilon(p.days, eps, cfg.delta)) * p.days
+        for p, _ in wl.months
+    ]
     out[SAME_SPEND] = {"rmse": math.sqrt(sum(var) / sum(p.days for p, _ in wl.months)), "bias_rms": 0.0}
     for kind in COUNTER_MECHANISMS:
         sq, b2 = [], []
@@ -595,7 +635,10 @@ def expected_errors(cfg: Config, wl: Workload, traces: TraceCache, metric: str, 
             var = np.array([counters.counter_noise_std(plan, t) ** 2 for t in range(1, plan.T + 1)])
             sq.append(var + tr.bias.astype(float) ** 2)
             b2.append(tr.bias.astype(float) ** 2)
-        out[kind] = {"rmse": float(np.sqrt(np.concatenate(sq).mean())), "bias_rms": float(np.sqrt(np.concatenate(b2).mean()))}
+        out[kind] = {
+            "rmse": float(np.sqrt(np.concatenate(sq).mean())),
+            "bias_rms": float(np.sqrt(np.concatenate(b2).mean())),
+        }
     return out
 
 
@@ -605,7 +648,9 @@ def decision_robustness(cfg: Config, workloads: dict[str, Workload], traces: Tra
         if label == "realistic (default)":
             wl = workloads["realistic"]
         else:
-            stream = simulate.realistic_stream(cfg.seed, n_users=cfg.n_users, n_days=cfg.n_days, start=cfg.start, params=params)
+            stream = simulate.realistic_stream(
+                cfg.seed, n_users=cfg.n_users, n_days=cfg.n_days, start=cfg.start, params=params
+            )
             stream = dataclasses.replace(stream, name=f"realistic-{label.split()[0]}")
             wl = build_workload(stream, cfg)
         for w in sorted({cfg.w_bound, 4}):
@@ -614,13 +659,17 @@ def decision_robustness(cfg: Config, workloads: dict[str, Workload], traces: Tra
             for metric in METRICS:
                 errs = expected_errors(cfg, wl, traces, metric, w)
                 d = decide({m: e for m, e in errs.items() if feasible(cfg, m, metric)[0]})
-                rows.append({
-                    "workload": label, "w_bound": w, "metric": metric,
-                    "mean_truth": float(np.mean(wl.truth.counts(metric)[wl.days()])),
-                    "best": d["best"],
-                    "rmse": {m: errs[m]["rmse"] for m in EVAL_MECHANISMS},
-                    "bias_rms": {m: errs[m]["bias_rms"] for m in EVAL_MECHANISMS},
-                })
+                rows.append(
+                    {
+                        "workload": label,
+                        "w_bound": w,
+                        "metric": metric,
+                        "mean_truth": float(np.mean(wl.truth.counts(metric)[wl.days()])),
+                        "best": d["best"],
+                        "rmse": {m: errs[m]["rmse"] for m in EVAL_MECHANISMS},
+                        "bias_rms": {m: errs[m]["bias_rms"] for m in EVAL_MECHANISMS},
+                    }
+                )
     return rows
 
 
@@ -638,8 +687,12 @@ def stream_overview(cfg: Config, workloads: dict[str, Workload]) -> dict:
         for metric in METRICS:
             per_month = [simulate.membership_flips(wl.truth.members(metric), sl) for _, sl in wl.months]
             f = np.concatenate(per_month)
-            flips[metric] = {"mean": float(f.mean()), "p99": float(np.percentile(f, 99)), "max": int(f.max()),
-                             f"share_over_w{cfg.w_bound}": float(np.mean(f > cfg.w_bound))}
+            flips[metric] = {
+                "mean": float(f.mean()),
+                "p99": float(np.percentile(f, 99)),
+                "max": int(f.max()),
+                f"share_over_w{cfg.w_bound}": float(np.mean(f > cfg.w_bound)),
+            }
         out[name] = {
             "users": s.n_users,
             "days": s.n_days,
@@ -648,7 +701,7 @@ def stream_overview(cfg: Config, workloads: dict[str, Workload]) -> dict:
             "months": [p.label for p, _ in wl.months],
             "events": s.n_events,
             "withdrawals": int((s.op == simulate.OP_MINUS).sum()),
-            "erasures": int(len(s.erased_user)),
+            "erasures": len(s.erased_user),
             "fingerprint": s.fingerprint(),
             "mean_dau": float(wl.truth.dau[days].mean()),
             "mean_mau": float(wl.truth.mau[days].mean()),

@@ -8,17 +8,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 MECH_STYLE = {
-    "gaussian": dict(color="tab:blue", marker="o"),
-    "laplace": dict(color="tab:orange", marker="s"),
-    "laplace_same_spend": dict(color="tab:brown", marker="D"),
-    "sqrt": dict(color="tab:green", marker="^"),
-    "tree": dict(color="tab:red", marker="v"),
+    "gaussian": {"color": "tab:blue", "marker": "o"},
+    "laplace": {"color": "tab:orange", "marker": "s"},
+    "laplace_same_spend": {"color": "tab:brown", "marker": "D"},
+    "sqrt": {"color": "tab:green", "marker": "^"},
+    "tree": {"color": "tab:red", "marker": "v"},
 }
-STREAM_STYLE = {"realistic": dict(color="tab:blue", marker="o"), "adversarial": dict(color="tab:red", marker="s")}
+STREAM_STYLE = {"realistic": {"color": "tab:blue", "marker": "o"}, "adversarial": {"color": "tab:red", "marker": "s"}}
 METRIC_TITLE = {"dau": "DAU", "mau": "MAU (30-day window)"}
 _DRAFT = {"on": False}  # quick mode: low resolution, no layout pass (about twice as fast)
 
@@ -50,11 +50,17 @@ def error_vs_epsilon(err: dict, defaults: dict[str, float], out: Path) -> list[P
             ax.set_yscale("log")
             ax.set_xlabel("per-release epsilon")
             ax.set_ylabel("error (users)")
-            ax.set_title(f"{METRIC_TITLE[metric]} - {stream} stream\ndelta={err['delta']:g}, W_BOUND={err['w_bound']}", fontsize=10)
+            ax.set_title(
+                f"{METRIC_TITLE[metric]} - {stream} stream\ndelta={err['delta']:g}, W_BOUND={err['w_bound']}",
+                fontsize=10,
+            )
             ax.grid(True, which="both", alpha=0.3)
         axes[1].legend(fontsize=7, ncol=2)
-        fig.suptitle("counters and laplace_same_spend: same monthly spend as daily gaussian releases at that epsilon; "
-                     "laplace: per-release epsilon (a month of daily releases exceeds the cap)", fontsize=9)
+        fig.suptitle(
+            "counters and laplace_same_spend: same monthly spend as daily gaussian releases at that epsilon; "
+            "laplace: per-release epsilon (a month of daily releases exceeds the cap)",
+            fontsize=9,
+        )
         paths.append(_save(fig, out / f"error_vs_epsilon_{stream}.png"))
     return paths
 
@@ -72,7 +78,12 @@ def freezing_bias(bias: dict, out: Path) -> list[Path]:
             for kind, ls in (("sqrt", "-"), ("tree", "--")):
                 vals = [np.nan if v is None else v for v in b[f"{kind}_total_rmse"]]
                 ax_t.plot(w, vals, linestyle=ls, label=f"{stream} {kind}", **style)
-            ax_t.axhline(b["gaussian_noise_std"], color="grey", linestyle=":", label="gaussian (no bias)" if stream == "realistic" else None)
+            ax_t.axhline(
+                b["gaussian_noise_std"],
+                color="grey",
+                linestyle=":",
+                label="gaussian (no bias)" if stream == "realistic" else None,
+            )
         ax_b.axhline(0, color="black", linewidth=0.6)
         ax_b.set_title(f"{METRIC_TITLE[metric]}: freezing bias (counted - true) / true")
         ax_b.set_ylabel("mean relative bias (%)")
@@ -100,10 +111,22 @@ def coverage(cov: dict, out: Path) -> list[Path]:
         for i, stream in enumerate(streams):
             c = cov["streams"][stream][metric]
             style = STREAM_STYLE.get(stream, {})
-            ax.bar(x + (2 * i) * width - 0.4 + width / 2, [c[m]["coverage_truth"] for m in mechs], width,
-                   color=style.get("color"), label=f"{stream}: covers truth")
-            ax.bar(x + (2 * i + 1) * width - 0.4 + width / 2, [c[m]["coverage_counted"] for m in mechs], width,
-                   color=style.get("color"), alpha=0.35, hatch="//", label=f"{stream}: covers counted (noise only)")
+            ax.bar(
+                x + (2 * i) * width - 0.4 + width / 2,
+                [c[m]["coverage_truth"] for m in mechs],
+                width,
+                color=style.get("color"),
+                label=f"{stream}: covers truth",
+            )
+            ax.bar(
+                x + (2 * i + 1) * width - 0.4 + width / 2,
+                [c[m]["coverage_counted"] for m in mechs],
+                width,
+                color=style.get("color"),
+                alpha=0.35,
+                hatch="//",
+                label=f"{stream}: covers counted (noise only)",
+            )
         ax.axhline(cov["nominal"], color="black", linestyle="--", linewidth=0.8)
         ax.set_xticks(x, mechs)
         ax.set_ylim(0, 1.05)
@@ -124,8 +147,11 @@ def budget_fit(fit: dict, out: Path) -> list[Path]:
         ax.bar(x + 0.2, [m["rows"][n]["naive"] for n in names], 0.4, label="naive (sum of eps)")
         ax.axhline(31, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-        ax.set_title(f"{metric.upper()}: releases (counters: runs) per month\nwithin cap {m['cap']}, eps {m['epsilon']}, "
-                     "dotted: 31", fontsize=10)
+        ax.set_title(
+            f"{metric.upper()}: releases (counters: runs) per month\nwithin cap {m['cap']}, eps {m['epsilon']}, "
+            "dotted: 31",
+            fontsize=10,
+        )
         ax.set_ylabel("count per month")
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
@@ -153,8 +179,12 @@ def theta(th: dict, out: Path) -> list[Path]:
     ax.plot(lg, [100 * r["rms_rel_error"] for r in rows], marker="s", label="RMS relative error")
     ax.plot(lg, [100 * r["max_abs_rel_error"] for r in rows], marker="^", label="max |relative error|")
     ax.plot(lg, [100 * r["rse_theory"] for r in rows], linestyle="--", color="grey", label="1/sqrt(k)")
-    ax.axhline(100 * th["gaussian_noise_std_mau"] / th["mean_mau"], color="tab:purple", linestyle=":",
-               label="DP noise std / MAU (gaussian, default eps)")
+    ax.axhline(
+        100 * th["gaussian_noise_std_mau"] / th["mean_mau"],
+        color="tab:purple",
+        linestyle=":",
+        label="DP noise std / MAU (gaussian, default eps)",
+    )
     ax.set_xticks(lg)
     ax.set_xlabel("lg_k")
     ax.set_ylabel("% of exact MAU")
@@ -165,8 +195,12 @@ def theta(th: dict, out: Path) -> list[Path]:
     sens = th["sensitivity"]
     for pipeline, marker in (("union of day sketches (service)", "o"), ("one sketch of the window", "s")):
         rows_p = [s for s in sens if s["pipeline"] == pipeline]
-        ax.plot([s["lg_k"] for s in rows_p], [max(s["max_move"], 1e-3) for s in rows_p], marker=marker,
-                label=f"max move, one user removed: {pipeline}")
+        ax.plot(
+            [s["lg_k"] for s in rows_p],
+            [max(s["max_move"], 1e-3) for s in rows_p],
+            marker=marker,
+            label=f"max move, one user removed: {pipeline}",
+        )
     est_k = {s["lg_k"]: s["estimate_over_k"] for s in sens}
     ax.plot(list(est_k), list(est_k.values()), linestyle="--", marker="x", label="estimate / k")
     ax.axhline(1.0, color="black", linestyle=":", label="set mode: exactly 1")
@@ -190,9 +224,21 @@ def timeseries(series: dict, out: Path) -> list[Path]:
             ax.plot(x, b["truth"], color="black", linewidth=2, label="exact")
             for mech in MECH_STYLE:
                 if mech in b:
-                    ax.plot(x, b[mech]["estimate"], label=f"{mech} (one run)", linewidth=1, **{"color": MECH_STYLE[mech]["color"]})
+                    ax.plot(
+                        x,
+                        b[mech]["estimate"],
+                        label=f"{mech} (one run)",
+                        linewidth=1,
+                        **{"color": MECH_STYLE[mech]["color"]},
+                    )
             if "sqrt" in b:
-                ax.plot(x, b["sqrt"]["counted"], color="tab:green", linestyle=":", label="counter: counted total (frozen users)")
+                ax.plot(
+                    x,
+                    b["sqrt"]["counted"],
+                    color="tab:green",
+                    linestyle=":",
+                    label="counter: counted total (frozen users)",
+                )
             ticks = x[:: max(1, len(x) // 8)]
             ax.set_xticks(ticks, [b["days"][i] for i in ticks], fontsize=8)
             ax.set_title(f"{METRIC_TITLE[metric]} - {stream} stream, default epsilon")
@@ -216,7 +262,9 @@ def decision(dec: dict, out: Path) -> list[Path]:
         ax.bar(x, noise_part, 0.25, label="noise RMSE", color="tab:cyan")
         ax.bar(x + 0.25, bias_part, 0.25, label="freezing bias RMS", color="tab:red")
         ax.set_yscale("log")
-        labels = [f"{m}\n(best)" if m == d["best"] else (f"{m}\n(over cap)" if m in d["infeasible"] else m) for m in mechs]
+        labels = [
+            f"{m}\n(best)" if m == d["best"] else (f"{m}\n(over cap)" if m in d["infeasible"] else m) for m in mechs
+        ]
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_title(f"{metric.upper()} at eps {d['epsilon']}, delta {dec['delta']:g}, W_BOUND {dec['w_bound']}")
         ax.set_ylabel("users")

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.privacy import counters, flippancy, mechanisms
-from actors.state import membership, periods
 from actors.privacy.flippancy import CounterRun
 from actors.privacy.noise import RandomSource
+from actors.state import membership, periods
 from eval.simulate import Stream, Truth
 from journal.events import CounterStarted
 
@@ -81,9 +81,9 @@ def independent_releases(
 ) -> Releases:
     cal = mechanisms.calibrate(mechanism, epsilon, delta)
     t = np.asarray(truth, dtype=np.int64)
-    noise = np.array(
-        [[mechanisms.draw(cal, rng) for _ in range(len(t))] for _ in range(reps)], dtype=np.int64
-    ).reshape(reps, len(t))
+    noise = np.array([[mechanisms.draw(cal, rng) for _ in range(len(t))] for _ in range(reps)], dtype=np.int64).reshape(
+        reps, len(t)
+    )
     # ``release_count`` recomputes the exact quantile on every call (~0.5 ms at small epsilon);
     # it is data-independent, so apply it once per calibration and check the vectorised
     # version against the service's function on the first release.
@@ -167,9 +167,7 @@ def counter_trace(stream: Stream, truth: Truth, metric: str, period: periods.Per
         proposal = flippancy.plan_step(run, members)
         joining = membership.difference(members, run.counted)
         leaving = membership.difference(run.counted, members)
-        newly_blocked = membership.union(
-            [joining[run.flips_of(joining) >= w], leaving[run.flips_of(leaving) >= w]]
-        )
+        newly_blocked = membership.union([joining[run.flips_of(joining) >= w], leaving[run.flips_of(leaving) >= w]])
         blocked = membership.union([blocked, newly_blocked])
         entered, left, consumed = flippancy.adjust_for_erasures(run, proposal, membership.EMPTY, 0)
         step = flippancy.step_event(run, period.first_day + t - 1, entered, left, consumed, proposal.frozen)
@@ -179,12 +177,15 @@ def counter_trace(stream: Stream, truth: Truth, metric: str, period: periods.Per
         mismatched.append(diff)
     z = list(run.z)
     return CounterTrace(
-        metric=metric, period=period, w=w, z=z,
+        metric=metric,
+        period=period,
+        w=w,
+        z=z,
         counted=np.cumsum(np.asarray(z, dtype=np.int64)),
         truth=np.asarray(counts[first : first + T], dtype=np.int64),
         frozen_steps=np.asarray(frozen, dtype=np.int64),
         mismatched=np.asarray(mismatched, dtype=np.int64),
-        blocked_users=int(len(blocked)),
+        blocked_users=len(blocked),
         exhausted_users=int((run.flip_counts >= w).sum()),
     )
 

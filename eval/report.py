@@ -18,7 +18,7 @@ def _f(x, nd: int = 1) -> str:
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render(summary: dict) -> str:
@@ -49,10 +49,16 @@ def render(summary: dict) -> str:
         )
     L.append("")
     T = max(int(k) for k in summary["error_vs_epsilon"]["run_epsilon"])
-    L.append(f"Candidates must publish every day of a {T}-day month within the cap; counters and "
-             f"`laplace_same_spend` spend what {T} daily Gaussian releases spend. Over the cap: "
-             + "; ".join(f"{m.upper()} `{x}` ({dec['metrics'][m]['table'][x]['why']})"
-                         for m in ("dau", "mau") for x in dec["metrics"][m]["infeasible"]) + ".")
+    L.append(
+        f"Candidates must publish every day of a {T}-day month within the cap; counters and "
+        f"`laplace_same_spend` spend what {T} daily Gaussian releases spend. Over the cap: "
+        + "; ".join(
+            f"{m.upper()} `{x}` ({dec['metrics'][m]['table'][x]['why']})"
+            for m in ("dau", "mau")
+            for x in dec["metrics"][m]["infeasible"]
+        )
+        + "."
+    )
     L.append("")
     rows = []
     for metric in ("dau", "mau"):
@@ -60,18 +66,32 @@ def render(summary: dict) -> str:
         for m in MECHS:
             t = d["table"][m]
             name = f"**{m}**" if m == d["best"] else m
-            rows.append([metric.upper(), name, _f(t["rmse"]), _f(t["mae"]), _f(t["noise_rmse"]), _f(t["bias_rms"]),
-                         _f(t["mean_bias"]), ("yes" if t["feasible"] else "**no**") + f" ({t['why']})"])
-    L += _table(["metric", "mechanism", "total RMSE", "MAE", "noise RMSE", "bias RMS", "mean bias",
-                 "fits the month's cap"], rows)
+            rows.append(
+                [
+                    metric.upper(),
+                    name,
+                    _f(t["rmse"]),
+                    _f(t["mae"]),
+                    _f(t["noise_rmse"]),
+                    _f(t["bias_rms"]),
+                    _f(t["mean_bias"]),
+                    ("yes" if t["feasible"] else "**no**") + f" ({t['why']})",
+                ]
+            )
+    L += _table(
+        ["metric", "mechanism", "total RMSE", "MAE", "noise RMSE", "bias RMS", "mean bias", "fits the month's cap"],
+        rows,
+    )
     rob = dec["robustness"]
     if rob:
         L.append("Robustness (exact expected RMSE = sqrt(noise variance + measured bias^2); best in bold):")
         L.append("")
         rows = []
         for r in rob:
-            rows.append([r["workload"], r["w_bound"], r["metric"].upper(), _f(r["mean_truth"], 0)]
-                        + [f"**{_f(r['rmse'][m])}**" if m == r["best"] else _f(r["rmse"][m]) for m in MECHS])
+            rows.append(
+                [r["workload"], r["w_bound"], r["metric"].upper(), _f(r["mean_truth"], 0)]
+                + [f"**{_f(r['rmse'][m])}**" if m == r["best"] else _f(r["rmse"][m]) for m in MECHS]
+            )
         L += _table(["workload", "W_BOUND", "metric", "mean truth", *MECHS], rows)
 
     # -- streams -------------------------------------------------------------------------
@@ -80,21 +100,51 @@ def render(summary: dict) -> str:
     rows = []
     for name, s in summary["streams"].items():
         fl = s["flips_per_user_month"]
-        rows.append([name, s["users"], s["events"], s["withdrawals"], s["erasures"], s["evaluated"],
-                     _f(s["mean_dau"], 0), _f(s["mean_mau"], 0), _f(fl["dau"]["mean"], 2), _f(fl["mau"]["mean"], 2),
-                     _f(100 * fl["mau"][f"share_over_w{cfg['w_bound']}"], 2)])
-    L += _table(["stream", "users", "events", "'-' events", "erasures", "evaluated days", "mean DAU", "mean MAU",
-                 "DAU flips/user/month", "MAU flips/user/month", f"% users with MAU flips > {cfg['w_bound']}"], rows)
+        rows.append(
+            [
+                name,
+                s["users"],
+                s["events"],
+                s["withdrawals"],
+                s["erasures"],
+                s["evaluated"],
+                _f(s["mean_dau"], 0),
+                _f(s["mean_mau"], 0),
+                _f(fl["dau"]["mean"], 2),
+                _f(fl["mau"]["mean"], 2),
+                _f(100 * fl["mau"][f"share_over_w{cfg['w_bound']}"], 2),
+            ]
+        )
+    L += _table(
+        [
+            "stream",
+            "users",
+            "events",
+            "'-' events",
+            "erasures",
+            "evaluated days",
+            "mean DAU",
+            "mean MAU",
+            "DAU flips/user/month",
+            "MAU flips/user/month",
+            f"% users with MAU flips > {cfg['w_bound']}",
+        ],
+        rows,
+    )
 
     # -- (a) -----------------------------------------------------------------------------
     err = summary["error_vs_epsilon"]
     L.append("## (a) Error vs epsilon (total RMSE, users; counters at the same monthly spend)")
     L.append("")
     T = max(err["run_epsilon"], key=int)
-    L.append(f"Counter run epsilon for a {T}-day month: " + ", ".join(
-        f"{e:g} -> {r:.2f}" for e, r in zip(err["eps_grid"], err["run_epsilon"][T])) + "; "
-        "`laplace_same_spend` per-release epsilon: " + ", ".join(
-        f"{e:g} -> {r:.3f}" for e, r in zip(err["eps_grid"], err["laplace_same_spend_epsilon"][T])) + ".")
+    L.append(
+        f"Counter run epsilon for a {T}-day month: "
+        + ", ".join(f"{e:g} -> {r:.2f}" for e, r in zip(err["eps_grid"], err["run_epsilon"][T]))
+        + "; "
+        "`laplace_same_spend` per-release epsilon: "
+        + ", ".join(f"{e:g} -> {r:.3f}" for e, r in zip(err["eps_grid"], err["laplace_same_spend_epsilon"][T]))
+        + "."
+    )
     L.append("")
     for stream, block in err["streams"].items():
         rows = []
@@ -114,11 +164,35 @@ def render(summary: dict) -> str:
         for metric in ("dau", "mau"):
             x = block[metric]
             for i, w in enumerate(b["w_grid"]):
-                rows.append([stream, metric.upper(), w, _f(x["mean_bias"][i]), _f(100 * x["relative_bias"][i], 2),
-                             _f(x["frozen_users_per_month"][i], 0), _f(x["mismatched_per_day"][i]),
-                             _f(x["sqrt_total_rmse"][i]), _f(x["tree_total_rmse"][i]), _f(x["gaussian_noise_std"])])
-    L += _table(["stream", "metric", "W_BOUND", "mean bias", "bias %", "frozen users/month", "wrongly counted/day",
-                 "sqrt total RMSE", "tree total RMSE", "gaussian RMSE"], rows)
+                rows.append(
+                    [
+                        stream,
+                        metric.upper(),
+                        w,
+                        _f(x["mean_bias"][i]),
+                        _f(100 * x["relative_bias"][i], 2),
+                        _f(x["frozen_users_per_month"][i], 0),
+                        _f(x["mismatched_per_day"][i]),
+                        _f(x["sqrt_total_rmse"][i]),
+                        _f(x["tree_total_rmse"][i]),
+                        _f(x["gaussian_noise_std"]),
+                    ]
+                )
+    L += _table(
+        [
+            "stream",
+            "metric",
+            "W_BOUND",
+            "mean bias",
+            "bias %",
+            "frozen users/month",
+            "wrongly counted/day",
+            "sqrt total RMSE",
+            "tree total RMSE",
+            "gaussian RMSE",
+        ],
+        rows,
+    )
 
     # -- (c) -----------------------------------------------------------------------------
     cov = summary["coverage"]
@@ -129,11 +203,31 @@ def render(summary: dict) -> str:
         for metric in ("dau", "mau"):
             for m in MECHS:
                 c = block[metric][m]
-                rows.append([stream, metric.upper(), m, f"{c['coverage_truth']:.3f} ± {c['stderr']:.3f}",
-                             f"{c['coverage_counted']:.3f}" if m in ("sqrt", "tree") else "(= truth)",
-                             _f(c["mean_bias"]), _f(c["mean_half_width"]), c["releases"]])
-    L += _table(["stream", "metric", "mechanism", "covers truth", "covers counted (noise only)", "mean bias",
-                 "mean half-width", "releases"], rows)
+                rows.append(
+                    [
+                        stream,
+                        metric.upper(),
+                        m,
+                        f"{c['coverage_truth']:.3f} ± {c['stderr']:.3f}",
+                        f"{c['coverage_counted']:.3f}" if m in ("sqrt", "tree") else "(= truth)",
+                        _f(c["mean_bias"]),
+                        _f(c["mean_half_width"]),
+                        c["releases"],
+                    ]
+                )
+    L += _table(
+        [
+            "stream",
+            "metric",
+            "mechanism",
+            "covers truth",
+            "covers counted (noise only)",
+            "mean bias",
+            "mean half-width",
+            "releases",
+        ],
+        rows,
+    )
 
     # -- (d) -----------------------------------------------------------------------------
     fit = summary["budget_fit"]
@@ -144,35 +238,105 @@ def render(summary: dict) -> str:
         m = fit["metrics"][metric]
         for name, r in m["rows"].items():
             extra = r.get("extra_gaussian_after_one_run")
-            rows.append([metric.upper(), f"{m['cap']}", name, r["unit"], _f(r["epsilon_each"], 3), r["tight"], r["naive"],
-                         r.get("days_released", "-"), "-" if extra is None else extra])
-    L += _table(["metric", "cap", "mechanism", "unit", "eps per unit", "fit (tight PLD)", "fit (naive sum)",
-                 "days released", "+ gaussian releases after one run"], rows)
+            rows.append(
+                [
+                    metric.upper(),
+                    f"{m['cap']}",
+                    name,
+                    r["unit"],
+                    _f(r["epsilon_each"], 3),
+                    r["tight"],
+                    r["naive"],
+                    r.get("days_released", "-"),
+                    "-" if extra is None else extra,
+                ]
+            )
+    L += _table(
+        [
+            "metric",
+            "cap",
+            "mechanism",
+            "unit",
+            "eps per unit",
+            "fit (tight PLD)",
+            "fit (naive sum)",
+            "days released",
+            "+ gaussian releases after one run",
+        ],
+        rows,
+    )
 
     # -- (e) -----------------------------------------------------------------------------
     th = summary["theta_vs_set"]
     L.append("## (e) Theta vs set (MAU union estimate)")
     L.append("")
-    rows = [[r["lg_k"], _f(100 * r["rse_theory"], 2), _f(100 * r["mean_abs_rel_error"], 2), _f(100 * r["rms_rel_error"], 2),
-             _f(100 * r["max_abs_rel_error"], 2), _f(r["bounds_3sd_coverage"], 2)] for r in th["rows"]]
-    L += _table(["lg_k", "1/sqrt(k) %", "mean abs rel. error %", "RMS rel. error %", "max abs rel. error %",
-                 "3-sd bounds cover exact"], rows)
-    L.append(f"Mean MAU {th['mean_mau']:.0f} over {th['ends']} window ends; the DP noise std at the default MAU epsilon "
-             f"is {th['gaussian_noise_std_mau']:.1f} users ({100 * th['gaussian_noise_std_mau'] / th['mean_mau']:.2f}%).")
+    rows = [
+        [
+            r["lg_k"],
+            _f(100 * r["rse_theory"], 2),
+            _f(100 * r["mean_abs_rel_error"], 2),
+            _f(100 * r["rms_rel_error"], 2),
+            _f(100 * r["max_abs_rel_error"], 2),
+            _f(r["bounds_3sd_coverage"], 2),
+        ]
+        for r in th["rows"]
+    ]
+    L += _table(
+        [
+            "lg_k",
+            "1/sqrt(k) %",
+            "mean abs rel. error %",
+            "RMS rel. error %",
+            "max abs rel. error %",
+            "3-sd bounds cover exact",
+        ],
+        rows,
+    )
+    L.append(
+        f"Mean MAU {th['mean_mau']:.0f} over {th['ends']} window ends; the DP noise std at the default MAU epsilon "
+        f"is {th['gaussian_noise_std_mau']:.1f} users ({100 * th['gaussian_noise_std_mau'] / th['mean_mau']:.2f}%)."
+    )
     L.append("")
-    rows = [[s["lg_k"], s["pipeline"], s["end"], s["exact"], _f(s["estimate"]), "yes" if s["estimation_mode"] else "no",
-             _f(s["estimate_over_k"], 2), _f(100 * s["share_moved"], 1), _f(s["max_move"], 2),
-             _f(s["mean_move_when_moved"], 2)] for s in th["sensitivity"]]
-    L += _table(["lg_k", "pipeline", "window end", "exact", "estimate", "estimation mode", "estimate/k",
-                 "% of probed users that move it", "max move", "mean move (when moved)"], rows)
+    rows = [
+        [
+            s["lg_k"],
+            s["pipeline"],
+            s["end"],
+            s["exact"],
+            _f(s["estimate"]),
+            "yes" if s["estimation_mode"] else "no",
+            _f(s["estimate_over_k"], 2),
+            _f(100 * s["share_moved"], 1),
+            _f(s["max_move"], 2),
+            _f(s["mean_move_when_moved"], 2),
+        ]
+        for s in th["sensitivity"]
+    ]
+    L += _table(
+        [
+            "lg_k",
+            "pipeline",
+            "window end",
+            "exact",
+            "estimate",
+            "estimation mode",
+            "estimate/k",
+            "% of probed users that move it",
+            "max move",
+            "mean move (when moved)",
+        ],
+        rows,
+    )
     worst = max(th["sensitivity"], key=lambda s: s["max_move"])
-    L.append(f"Removing one user ({worst['probes']} random users probed per row) moved the theta estimate by up to "
-             f"{worst['max_move']:.1f} (lg_k {worst['lg_k']}, {worst['pipeline']}); in set mode (and in theta's exact "
-             "mode) it moves by exactly 1, the sensitivity the noise is calibrated to. In estimation mode the move "
-             "depends on where the user's hash falls and on when the sketch rebuilds (which reshuffles theta), so it "
-             "can be far above 1 and above estimate/k; the maxima here are lower bounds on the worst case. Noise "
-             "calibrated for sensitivity 1 therefore gives no stated (eps, delta) for theta releases, which are "
-             "labelled \"not formally DP\"; the sketch's own error also dwarfs the DP noise unless lg_k is large enough "
-             "for exact mode.")
+    L.append(
+        f"Removing one user ({worst['probes']} random users probed per row) moved the theta estimate by up to "
+        f"{worst['max_move']:.1f} (lg_k {worst['lg_k']}, {worst['pipeline']}); in set mode (and in theta's exact "
+        "mode) it moves by exactly 1, the sensitivity the noise is calibrated to. In estimation mode the move "
+        "depends on where the user's hash falls and on when the sketch rebuilds (which reshuffles theta), so it "
+        "can be far above 1 and above estimate/k; the maxima here are lower bounds on the worst case. Noise "
+        "calibrated for sensitivity 1 therefore gives no stated (eps, delta) for theta releases, which are "
+        'labelled "not formally DP"; the sketch\'s own error also dwarfs the DP noise unless lg_k is large enough '
+        "for exact mode."
+    )
     L.append("")
     return "\n".join(L)

@@ -38,12 +38,16 @@ def _plain(x):
 
 
 def default_experiment_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def run(
-    *, quick: bool = False, seed: int | None = None, experiment_id: str | None = None,
-    data_dir: str | os.PathLike | None = None, log=print,
+    *,
+    quick: bool = False,
+    seed: int | None = None,
+    experiment_id: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    log=print,
 ) -> dict:
     started = time.perf_counter()
     seed = resolve_seed(seed)
@@ -73,10 +77,19 @@ def run(
         "experiment_id": experiment_id,
         "plots_dir": str(out),
         "config": {
-            "quick": quick, "seed": seed, "n_users": cfg.n_users, "n_days": cfg.n_days,
-            "start": cfg.start.isoformat(), "window": cfg.window, "delta": cfg.delta,
-            "epsilon": dict(cfg.epsilon), "cap": dict(cfg.cap), "w_bound": cfg.w_bound,
-            "w_grid": list(cfg.w_grid), "eps_grid": list(cfg.eps_grid), "reps": cfg.reps,
+            "quick": quick,
+            "seed": seed,
+            "n_users": cfg.n_users,
+            "n_days": cfg.n_days,
+            "start": cfg.start.isoformat(),
+            "window": cfg.window,
+            "delta": cfg.delta,
+            "epsilon": dict(cfg.epsilon),
+            "cap": dict(cfg.cap),
+            "w_bound": cfg.w_bound,
+            "w_grid": list(cfg.w_grid),
+            "eps_grid": list(cfg.eps_grid),
+            "reps": cfg.reps,
             "lg_ks": list(cfg.lg_ks),
         },
         "streams": ex.stream_overview(cfg, workloads),

@@ -161,8 +161,16 @@ def _activity_events(rng: np.random.Generator, active: np.ndarray, p: ChurnParam
 
 
 def _assemble(
-    name: str, rng: np.random.Generator, ev: _Events, n_users: int, first_day: int, n_days: int,
-    erased_user: np.ndarray, erased_day: np.ndarray, kind: np.ndarray, kinds: tuple[str, ...],
+    name: str,
+    rng: np.random.Generator,
+    ev: _Events,
+    n_users: int,
+    first_day: int,
+    n_days: int,
+    erased_user: np.ndarray,
+    erased_day: np.ndarray,
+    kind: np.ndarray,
+    kinds: tuple[str, ...],
 ) -> Stream:
     user, day, op, arrival = ev.arrays()
     # Data of an erased user about days up to the erasure but journaled after it (late events
@@ -183,10 +191,19 @@ def _assemble(
     erased_user, erased_day = erased_user[eorder].astype(np.int64), erased_day[eorder].astype(np.int32)
     erased_pos = np.searchsorted(arrival, erased_day, "right").astype(np.int64)
     stream = Stream(
-        name=name, n_users=n_users, first_day=first_day, n_days=n_days,
-        user=user, day=day, op=op, arrival=arrival,
-        erased_user=erased_user, erased_pos=erased_pos, erased_day=erased_day,
-        kind=kind, kinds=kinds,
+        name=name,
+        n_users=n_users,
+        first_day=first_day,
+        n_days=n_days,
+        user=user,
+        day=day,
+        op=op,
+        arrival=arrival,
+        erased_user=erased_user,
+        erased_pos=erased_pos,
+        erased_day=erased_day,
+        kind=kind,
+        kinds=kinds,
     )
     stream.validate()
     return stream
@@ -199,21 +216,33 @@ def _erase(active: np.ndarray, users: np.ndarray, days: np.ndarray, gone: np.nda
 
 
 def realistic_stream(
-    seed: int, *, n_users: int = 20_000, n_days: int = 120, start: dt.date = DEFAULT_START,
+    seed: int,
+    *,
+    n_users: int = 20_000,
+    n_days: int = 120,
+    start: dt.date = DEFAULT_START,
     params: ChurnParams = ChurnParams(),
 ) -> Stream:
     rng = numpy_rng(seed, f"stream:realistic:{n_users}:{n_days}")
     first_day = periods.day_of(start)
     active = _churn_activity(rng, n_users, first_day, n_days, params)
-    n_erased = int(round(params.erasure_rate * n_users))
+    n_erased = round(params.erasure_rate * n_users)
     erased_user = rng.choice(n_users, n_erased, replace=False).astype(np.int64)
     erased_day = rng.integers(0, n_days, n_erased).astype(np.int32)
     _erase(active, erased_user, erased_day, rng.random(n_erased) >= params.return_after_erasure)
     ev = _Events()
     _activity_events(rng, active, params, ev)
     return _assemble(
-        "realistic", rng, ev, n_users, first_day, n_days, erased_user, erased_day,
-        np.zeros(n_users, dtype=np.int8), ("realistic",),
+        "realistic",
+        rng,
+        ev,
+        n_users,
+        first_day,
+        n_days,
+        erased_user,
+        erased_day,
+        np.zeros(n_users, dtype=np.int8),
+        ("realistic",),
     )
 
 
@@ -221,17 +250,26 @@ ADVERSARIAL_KINDS = ("realistic", "edge", "toggler", "dau_alternator")
 
 
 def adversarial_stream(
-    seed: int, *, n_users: int = 20_000, n_days: int = 120, start: dt.date = DEFAULT_START,
-    window: int = 30, edge_fraction: float = 0.10, toggler_fraction: float = 0.05,
-    alternator_fraction: float = 0.05, storm_day: int | None = None, storm_fraction: float = 0.2,
-    storm_return: float = 0.5, params: ChurnParams = ChurnParams(erasure_rate=0.0),
+    seed: int,
+    *,
+    n_users: int = 20_000,
+    n_days: int = 120,
+    start: dt.date = DEFAULT_START,
+    window: int = 30,
+    edge_fraction: float = 0.10,
+    toggler_fraction: float = 0.05,
+    alternator_fraction: float = 0.05,
+    storm_day: int | None = None,
+    storm_fraction: float = 0.2,
+    storm_return: float = 0.5,
+    params: ChurnParams = ChurnParams(erasure_rate=0.0),
 ) -> Stream:
     """Realistic base + flip-maximising users + an erasure storm (see the module docstring)."""
     rng = numpy_rng(seed, f"stream:adversarial:{n_users}:{n_days}:{window}")
     first_day = periods.day_of(start)
-    n_edge = int(round(edge_fraction * n_users))
-    n_tog = int(round(toggler_fraction * n_users))
-    n_alt = int(round(alternator_fraction * n_users))
+    n_edge = round(edge_fraction * n_users)
+    n_tog = round(toggler_fraction * n_users)
+    n_alt = round(alternator_fraction * n_users)
     n_base = n_users - n_edge - n_tog - n_alt
     base = _churn_activity(rng, n_base, first_day, n_days, params)
     days = np.arange(n_days)
@@ -248,7 +286,7 @@ def adversarial_stream(
     kind = np.repeat(np.arange(4, dtype=np.int8), [n_base, n_edge, n_tog, n_alt])
     # Erasure storm on one day (default: 5/8 into the stream, inside an evaluated month).
     storm = n_days * 5 // 8 if storm_day is None else storm_day
-    n_storm = int(round(storm_fraction * n_users))
+    n_storm = round(storm_fraction * n_users)
     erased_user = rng.choice(n_users, n_storm, replace=False).astype(np.int64)
     erased_day = np.full(n_storm, storm, dtype=np.int32)
     gone = rng.random(n_storm) >= storm_return
@@ -265,7 +303,16 @@ def adversarial_stream(
     ev.add(tu_global, td, OP_PLUS, td)
     ev.add(tu_global, td, OP_MINUS, td + 1)
     return _assemble(
-        "adversarial", rng, ev, n_users, first_day, n_days, erased_user, erased_day, kind, ADVERSARIAL_KINDS,
+        "adversarial",
+        rng,
+        ev,
+        n_users,
+        first_day,
+        n_days,
+        erased_user,
+        erased_day,
+        kind,
+        ADVERSARIAL_KINDS,
     )
 
 
@@ -310,7 +357,7 @@ def exact_truth(stream: Stream, window: int = 30, keep_windows: tuple[int, ...] 
     dau_m = np.zeros((D, n), dtype=bool)
     mau_m = np.zeros((D, n), dtype=bool)
     erased_by_day: list[np.ndarray] = []
-    keep = set(int(k) for k in keep_windows)
+    keep = {int(k) for k in keep_windows}
     windows: dict[int, np.ndarray] = {}
     bounds = np.searchsorted(stream.arrival, np.arange(D + 1), "left")
     ebounds = np.searchsorted(stream.erased_day, np.arange(D + 1), "left")

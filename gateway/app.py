@@ -80,8 +80,11 @@ async def _actor_system(app: web.Application) -> AsyncIterator[None]:
         system = ActorSystem(cfg.engine, cfg.data_dir, synchronous=cfg.gateway.journal_sync)
         async with system.running():
             app[PSEUDONYMS] = open_pseudonymizer(
-                cfg.data_dir, cfg.gateway.hash_salt_secret, cfg.gateway.production,
-                system.journal.key_version, cfg.gateway.pseudonym_cache,
+                cfg.data_dir,
+                cfg.gateway.hash_salt_secret,
+                cfg.gateway.production,
+                system.journal.key_version,
+                cfg.gateway.pseudonym_cache,
             )
             app[SYSTEM] = system
             yield
@@ -102,7 +105,12 @@ def decode_events(body: bytes, cfg: Config) -> list[EventIn]:
     except msgspec.DecodeError as exc:
         raise BadRequest.from_msgspec(exc) from None
     if len(events) > cfg.gateway.max_batch_events:
-        raise BadRequest(413, "batch_too_large", f"{len(events)} events; at most {cfg.gateway.max_batch_events} per request", "$.events")
+        raise BadRequest(
+            413,
+            "batch_too_large",
+            f"{len(events)} events; at most {cfg.gateway.max_batch_events} per request",
+            "$.events",
+        )
     return events
 
 
@@ -115,7 +123,9 @@ def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, no
     if len(late):
         i = int(late[0])
         raise BadRequest(
-            422, "day_in_future", f"{events[i].day} is more than {gw.future_days_allowed} day(s) ahead of today in {cfg.engine.timezone}",
+            422,
+            "day_in_future",
+            f"{events[i].day} is more than {gw.future_days_allowed} day(s) ahead of today in {cfg.engine.timezone}",
             f"{prefix}[{i}].day" if len(events) > 1 else "$.day",
         )
     metadata: list[tuple[int, bytes]] = []
@@ -185,7 +195,9 @@ def parse_window(text: str | None, cfg: Config) -> int:
     if text is None:
         return cfg.engine.mau_window_days
     if not text.isdigit() or not 1 <= int(text) <= cfg.engine.max_window_days:
-        raise BadRequest(400, "invalid_window", f"window must be an integer in 1..{cfg.engine.max_window_days}", "window")
+        raise BadRequest(
+            400, "invalid_window", f"window must be an integer in 1..{cfg.engine.max_window_days}", "window"
+        )
     return int(text)
 
 

@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = config_mod.load(host=getattr(args, "host", None), port=getattr(args, "port", None),
-                              data_dir=getattr(args, "data_dir", None))
+        cfg = config_mod.load(
+            host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None)
+        )
     except config_mod.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -113,9 +114,8 @@ def cmd_serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
 
 async def serve(cfg: config_mod.Config) -> None:
-    from aiohttp import web
-
     import structlog
+    from aiohttp import web
 
     from gateway.app import create_app
 
@@ -149,8 +149,9 @@ def _url(args: argparse.Namespace, cfg: config_mod.Config) -> str:
     return (args.url or os.environ.get("DPDAU_URL") or f"http://{cfg.gateway.host}:{cfg.gateway.port}").rstrip("/")
 
 
-def _request(cfg: config_mod.Config, method: str, url: str, body: object | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+def _request(
+    cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 

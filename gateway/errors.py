@@ -12,9 +12,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
+from actors.refusals import BudgetExhausted, IdempotencyConflict, NotClosed, NothingToRevise, NotReady
 from actors.runtime import ActorStopped, MailboxFull
-from actors.refusals import IdempotencyConflict, NotReady
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
 
@@ -37,8 +36,15 @@ class BadRequest(Exception):
         return cls(400, "invalid_json", text)
 
 
-def error_response(status: int, code: str, detail: str, *, field: str | None = None,
-                   extra: dict | None = None, retry_after: int | None = None) -> web.Response:
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    extra: dict | None = None,
+    retry_after: int | None = None,
+) -> web.Response:
     body = msgspec.to_builtins(ErrorOut(code, detail, field))
     body.update(extra or {})
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -62,7 +68,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_")), exc.text or exc.reason)
+        return error_response(
+            exc.status, _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_")), exc.text or exc.reason
+        )
     except NotClosed as exc:
         return error_response(409, "period_not_closed", str(exc), extra={"closes_at": exc.closes_at})
     except BudgetExhausted as exc:
@@ -71,7 +79,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return error_response(404, "no_release", str(exc))
     except IdempotencyConflict:
         return error_response(
-            422, "idempotency_key_reused", "this Idempotency-Key was used with a different batch", field="Idempotency-Key"
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different batch",
+            field="Idempotency-Key",
         )
     except Overloaded as exc:
         return error_response(503, "overloaded", str(exc), retry_after=exc.retry_after)

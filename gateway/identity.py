@@ -142,8 +142,9 @@ def finish_pending_rotation(data_dir: Path, journal_key_version: int) -> None:
         pending.unlink()
 
 
-def open_pseudonymizer(data_dir: Path, configured: str | None, production: bool, journal_key_version: int,
-                       cache_size: int = 1_000_000) -> Pseudonymizer:
+def open_pseudonymizer(
+    data_dir: Path, configured: str | None, production: bool, journal_key_version: int, cache_size: int = 1_000_000
+) -> Pseudonymizer:
     finish_pending_rotation(data_dir, journal_key_version)
     rotations = load_rotations(data_dir)
     if len(rotations) != journal_key_version:

@@ -19,8 +19,11 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("dpdau_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram(
-            "dpdau_http_request_duration_seconds", "HTTP request latency", ["route", "method"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "dpdau_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.events = Counter("dpdau_events_ingested", "Events acknowledged (durable)", registry=r)
         self.rejected = Counter("dpdau_requests_rejected", "Requests refused", ["reason"], registry=r)
@@ -30,7 +33,9 @@ class Metrics:
         self.mailbox = Gauge("dpdau_mailbox_depth", "Messages waiting in actor mailboxes", ["actor"], registry=r)
         self.day_actors = Gauge("dpdau_day_actors", "Day actors running", registry=r)
         self.releases = Gauge("dpdau_releases", "Releases in the release log", registry=r)
-        self.crashes = Gauge("dpdau_actor_crashes", "Actor crashes (each restarted from its last state)", ["actor"], registry=r)
+        self.crashes = Gauge(
+            "dpdau_actor_crashes", "Actor crashes (each restarted from its last state)", ["actor"], registry=r
+        )
         self.budget = Gauge(
             "dpdau_budget_epsilon_spent", "Epsilon spent (tight PLD composition)", ["metric", "period"], registry=r
         )

@@ -43,14 +43,36 @@ _DAY = {"type": "string", "format": "date"}
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("post", "/event"): {
         "summary": "Ingest one event or a batch; answers after the events are durable",
-        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [_ref("EventIn"), _ref("BatchIn")]}}}},
-        "responses": {"200": _json(_ref("IngestOut"), "Durably journaled"), "400": _ERROR, "413": _ERROR, "422": _ERROR, "503": _ERROR},
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [_ref("EventIn"), _ref("BatchIn")]}}},
+        },
+        "responses": {
+            "200": _json(_ref("IngestOut"), "Durably journaled"),
+            "400": _ERROR,
+            "413": _ERROR,
+            "422": _ERROR,
+            "503": _ERROR,
+        },
     },
     ("get", "/dau/{day}"): {
         "summary": "The DAU release for a closed day (created and charged on first request)",
         "parameters": [{"name": "day", "in": "path", "required": True, "schema": _DAY}],
-        "responses": {"200": _json(_ref("ReleaseOut"), "Release"), "400": _ERROR, "409": _ERROR, "429": _ERROR, "503": _ERROR},
+        "responses": {
+            "200": _json(_ref("ReleaseOut"), "Release"),
+            "400": _ERROR,
+            "409": _ERROR,
+            "429": _ERROR,
+            "503": _ERROR,
+        },
     },
     ("get", "/mau"): {
         "summary": "The MAU release for the window of `window` days ending on `end`",
@@ -58,7 +80,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             {"name": "end", "in": "query", "required": True, "schema": _DAY},
             {"name": "window", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         ],
-        "responses": {"200": _json(_ref("ReleaseOut"), "Release"), "400": _ERROR, "409": _ERROR, "429": _ERROR, "503": _ERROR},
+        "responses": {
+            "200": _json(_ref("ReleaseOut"), "Release"),
+            "400": _ERROR,
+            "409": _ERROR,
+            "429": _ERROR,
+            "503": _ERROR,
+        },
     },
     ("post", "/erasure"): {
         "summary": "Erase a user from every day; returns a receipt",
@@ -91,7 +119,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     },
     ("get", "/metrics"): {
         "summary": "Prometheus metrics",
-        "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        "responses": {
+            "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        },
     },
     ("get", "/healthz"): {"summary": "Liveness", "security": [], "responses": {"200": _json(_OBJECT, "Alive")}},
     ("get", "/readyz"): {
@@ -108,7 +138,11 @@ def document(app: web.Application | None = None) -> dict:
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "dp-dau-mau", "version": "0.1.0", "description": "DAU/MAU under user-level differential privacy"},
+        "info": {
+            "title": "dp-dau-mau",
+            "version": "0.1.0",
+            "description": "DAU/MAU under user-level differential privacy",
+        },
         "servers": [{"url": "/"}],
         "components": {
             "schemas": _COMPONENTS,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from actors.system import maintenance
-from actors.system import restore_world, snapshot_store
+from actors.system import maintenance, restore_world, snapshot_store
 from gateway import identity
 from gateway.config import Config
 from journal.rekey import rekey
@@ -31,7 +30,7 @@ async def rotate(cfg: Config) -> dict:
         )
         rotations = identity.load_rotations(data_dir)
         new_secret = secrets.token_bytes(32)
-        identity.save_rotations(data_dir, rotations + [new_secret], suffix=".new")
+        identity.save_rotations(data_dir, [*rotations, new_secret], suffix=".new")
         rewritten = await rekey(journal, lambda keys: identity.rekey(new_secret, keys), current.key_version + 1)
         os.replace(identity.keyring_path(data_dir).with_name("keyring.new"), identity.keyring_path(data_dir))
         removed = snapshot_store(data_dir).delete_all()

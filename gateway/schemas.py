@@ -21,7 +21,9 @@ from msgspec import Meta
 from actors.state import periods
 from journal.events import NoiseParams, Released
 
-UserId = Annotated[str, Meta(min_length=1, max_length=256, description="Your user id; pseudonymised at the gateway, never stored")]
+UserId = Annotated[
+    str, Meta(min_length=1, max_length=256, description="Your user id; pseudonymised at the gateway, never stored")
+]
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,7 +101,7 @@ class ErasureOut(msgspec.Struct):
 def iso_time(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def release_out(r: Released) -> ReleaseOut:

@@ -124,9 +124,7 @@ async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> tuple[d
             net[step.run_id] = net.get(step.run_id, 0) + int(e_hit.sum()) - int(l_hit.sum())
             await journal.replace_payload(
                 rec.seq,
-                msgspec.structs.replace(
-                    step, entered=entered[~e_hit].tobytes(), left=left[~l_hit].tobytes()
-                ),
+                msgspec.structs.replace(step, entered=entered[~e_hit].tobytes(), left=left[~l_hit].tobytes()),
             )
     return _owed(net, steps, runs, target.key)
 

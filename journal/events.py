@@ -63,9 +63,7 @@ class ActivityBatchRecorded(Event, frozen=True, kw_only=True):
         return np.frombuffer(self.ops, dtype=np.uint8)
 
     @classmethod
-    def from_arrays(
-        cls, keys: np.ndarray, days: np.ndarray, ops: np.ndarray, **fields: Any
-    ) -> ActivityBatchRecorded:
+    def from_arrays(cls, keys: np.ndarray, days: np.ndarray, ops: np.ndarray, **fields: Any) -> ActivityBatchRecorded:
         return cls(
             keys=np.ascontiguousarray(keys, dtype="<i8").tobytes(),
             days=np.ascontiguousarray(days, dtype="<i4").tobytes(),
@@ -223,7 +221,9 @@ def counter_tokens(secret: bytes, keys: np.ndarray) -> np.ndarray:
     digest = hmac.digest
     return np.array(
         [
-            int.from_bytes(digest(secret, k.to_bytes(8, "little", signed=True), hashlib.sha256)[:8], "little", signed=True)
+            int.from_bytes(
+                digest(secret, k.to_bytes(8, "little", signed=True), hashlib.sha256)[:8], "little", signed=True
+            )
             for k in np.asarray(keys, dtype=np.int64).tolist()
         ],
         dtype=np.int64,

@@ -36,9 +36,7 @@ async def rekey(journal: Journal, mapping: Mapping, new_version: int) -> int:
                 if isinstance(event, ev.ActivityBatchRecorded):
                     new = mapping(event.key_array())
                     rewritten += len(new)
-                    event = msgspec.structs.replace(
-                        event, keys=new.astype("<i8").tobytes(), request_digest=None
-                    )
+                    event = msgspec.structs.replace(event, keys=new.astype("<i8").tobytes(), request_digest=None)
                 elif isinstance(event, ev.UserErased):
                     if event.key is None:
                         continue

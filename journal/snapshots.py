@@ -65,9 +65,7 @@ class SnapshotStore:
         self.prune()
         return final
 
-    def load_latest(
-        self, *, journal_id: str, head: int, payload_version: int
-    ) -> tuple[SnapshotInfo, bytes] | None:
+    def load_latest(self, *, journal_id: str, head: int, payload_version: int) -> tuple[SnapshotInfo, bytes] | None:
         """Newest snapshot that passes every check (rule 2), or None."""
         for path in sorted(self._files(), reverse=True):
             try:
@@ -115,7 +113,7 @@ class SnapshotStore:
             path.unlink(missing_ok=True)
 
     def delete_all(self) -> int:
-        files = self._files() + [p for p in self.directory.glob("*.tmp")] if self.directory.exists() else []
+        files = self._files() + list(self.directory.glob("*.tmp")) if self.directory.exists() else []
         for path in files:
             path.unlink(missing_ok=True)
         if files:

@@ -237,8 +237,7 @@ class Journal:
         last = after_seq
         while True:
             async with self._db.execute(
-                "SELECT seq, last_seq, kind, version, payload FROM journal "
-                f"WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                f"SELECT seq, last_seq, kind, version, payload FROM journal WHERE seq > ?{where} ORDER BY seq LIMIT ?",
                 (last, chunk),
             ) as cur:
                 rows = await cur.fetchall()
@@ -329,10 +328,7 @@ class Journal:
             "SELECT segment, last_seq, keys, seqs FROM key_postings WHERE bucket = ? ORDER BY segment",
             (bucket,),
         ) as cur:
-            return [
-                (s, ls, np.frombuffer(k, dtype="<i8"), np.frombuffer(q, dtype="<i8"))
-                async for s, ls, k, q in cur
-            ]
+            return [(s, ls, np.frombuffer(k, dtype="<i8"), np.frombuffer(q, dtype="<i8")) async for s, ls, k, q in cur]
 
     async def _replace_bucket(
         self, bucket: int, segs: list, *, drop_key: int | None, before_seq: int | None = None

@@ -66,8 +66,9 @@ def days_of(start: str, n: int) -> list[str]:
 async def load(port: int, bodies: list[bytes], total_requests: int, connections: int):
     reqs = [request_bytes("POST", "/event", b) for b in bodies]
     per = total_requests // connections
-    return await run(port, lambda c, i: reqs[(c * per + i) % len(reqs)], connections=connections,
-                     requests_per_connection=per)
+    return await run(
+        port, lambda c, i: reqs[(c * per + i) % len(reqs)], connections=connections, requests_per_connection=per
+    )
 
 
 WRK_SINGLE = """
@@ -99,8 +100,12 @@ def wrk(port: int, path: str, seconds: float, connections: int, script: str | No
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50%"),
-            "p99_ms": ms("99%"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 async def single_events(port: int, seconds: float, connections: int, day: str):
@@ -155,9 +160,9 @@ async def erasures(server: ServerProcess, users: int, n: int, seed: int) -> tupl
     for _ in range(n):
         body = json.dumps({"user_id": f"user-{rng.randrange(users)}"}).encode()
         started = time.perf_counter()
-        status, receipt, _ = await asyncio.to_thread(server.http.post, "/erasure", raw=body)
+        _, receipt, _ = await asyncio.to_thread(server.http.post, "/erasure", raw=body)
         while receipt.get("status") == "pending":
-            status, receipt, _ = await asyncio.to_thread(server.http.get, f"/erasure/{receipt['erasure_id']}")
+            _, receipt, _ = await asyncio.to_thread(server.http.get, f"/erasure/{receipt['erasure_id']}")
         lat.append(time.perf_counter() - started)
         applied += receipt.get("status") == "applied"
     return lat, applied
@@ -307,17 +312,28 @@ TARGETS = [
 
 
 def markdown(out: dict) -> str:
-    lines = [f"Journal: {out.get('journal_seq', 0):,} events; request-rate load from {out['load_generator']}. "
-             f"Baselines in the same run: aiohttp answer-only server "
-             f"{out['baseline_http_batch_events_per_s']:,.0f} events/s batch, {out['baseline_http_single_req_per_s']:,.0f} req/s single; "
-             f"raw SQLite batched inserts {out['baseline_sqlite_rows_per_s']:,.0f} rows/s.", "",
-             "| measure | result | target |", "|---|---|---|"]
+    lines = [
+        f"Journal: {out.get('journal_seq', 0):,} events; request-rate load from {out['load_generator']}. "
+        f"Baselines in the same run: aiohttp answer-only server "
+        f"{out['baseline_http_batch_events_per_s']:,.0f} events/s batch, {out['baseline_http_single_req_per_s']:,.0f} req/s single; "
+        f"raw SQLite batched inserts {out['baseline_sqlite_rows_per_s']:,.0f} rows/s.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+    ]
     for key, label, target in TARGETS:
         value = out.get(key)
-        lines.append(f"| {label} | {value:,.1f} | {target} |" if isinstance(value, float) else f"| {label} | {value} | {target} |")
-    lines += ["", f"Ratios: batch ingest / aiohttp baseline = {out['ratio_batch_vs_http_baseline']:.2f}; "
-              f"single / baseline = {out['ratio_single_vs_http_baseline']:.2f}; batch ingest / raw SQLite = "
-              f"{out['ratio_batch_vs_sqlite_baseline']:.2f}."]
+        lines.append(
+            f"| {label} | {value:,.1f} | {target} |"
+            if isinstance(value, float)
+            else f"| {label} | {value} | {target} |"
+        )
+    lines += [
+        "",
+        f"Ratios: batch ingest / aiohttp baseline = {out['ratio_batch_vs_http_baseline']:.2f}; "
+        f"single / baseline = {out['ratio_single_vs_http_baseline']:.2f}; batch ingest / raw SQLite = "
+        f"{out['ratio_batch_vs_sqlite_baseline']:.2f}.",
+    ]
     return "\n".join(lines)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.state import periods
 from actors.settings import EngineSettings
+from actors.state import periods
 from actors.system import ActorSystem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +40,15 @@ class Http:
         self.base = base.rstrip("/")
         self.api_key = api_key
 
-    def request(self, method: str, path: str, body: object | None = None, headers: dict | None = None,
-                raw: bytes | None = None, timeout: float = 30) -> tuple[int, dict, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        headers: dict | None = None,
+        raw: bytes | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict, dict]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         if self.api_key:
@@ -90,7 +97,10 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         path = "/readyz" if wait_ready else "/healthz"
@@ -129,7 +139,7 @@ class ServerProcess:
 
 
 def settings(**overrides) -> EngineSettings:
-    base = dict(purge_delay_seconds=3600, snapshot_every_seconds=3600, index_idle_seconds=0.2)
+    base = {"purge_delay_seconds": 3600, "snapshot_every_seconds": 3600, "index_idle_seconds": 0.2}
     base.update(overrides)
     return EngineSettings(**base)
 

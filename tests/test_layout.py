@@ -12,8 +12,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {"journal": set(), "actors": {"journal"}, "gateway": {"actors", "journal"}}
-PURE = [ROOT / "actors" / "privacy", ROOT / "actors" / "state", ROOT / "actors" / "sketches",
-        ROOT / "actors" / "settings.py", ROOT / "actors" / "refusals.py", ROOT / "journal" / "events.py"]
+PURE = [
+    ROOT / "actors" / "privacy",
+    ROOT / "actors" / "state",
+    ROOT / "actors" / "sketches",
+    ROOT / "actors" / "settings.py",
+    ROOT / "actors" / "refusals.py",
+    ROOT / "journal" / "events.py",
+]
 IO_MODULES = {"anyio", "aiosqlite", "aiohttp", "asyncio", "asyncpg", "psycopg", "structlog", "sqlite3", "socket"}
 
 
@@ -44,8 +50,23 @@ def _files(target: Path) -> list[Path]:
 
 
 def test_top_level_layout():
-    for name in ("README.md", "HANDOFF.md", "Placeholders.md", "pyproject.toml", "Makefile", "LICENSE", ".ci/run",
-                 "actors", "journal", "gateway", "tests", "eval", "tools", "scripts", "tools/check_placeholders.py"):
+    for name in (
+        "README.md",
+        "HANDOFF.md",
+        "Placeholders.md",
+        "pyproject.toml",
+        "Makefile",
+        "LICENSE",
+        ".ci/run",
+        "actors",
+        "journal",
+        "gateway",
+        "tests",
+        "eval",
+        "tools",
+        "scripts",
+        "tools/check_placeholders.py",
+    ):
         assert (ROOT / name).exists(), name
 
 
@@ -74,8 +95,11 @@ def test_pure_core_does_no_io():
             bad = imports_of(path) & IO_MODULES
             assert not bad, f"{path.relative_to(ROOT)} is pure but imports {bad}"
             # ... nor may it reach I/O through the impure parts of the service
-            impure = {m for m in full_imports_of(path) if m.startswith(("actors.runtime", "actors.system", "journal.store",
-                                                                         "journal.groupcommit", "gateway"))}
+            impure = {
+                m
+                for m in full_imports_of(path)
+                if m.startswith(("actors.runtime", "actors.system", "journal.store", "journal.groupcommit", "gateway"))
+            }
             assert not impure, f"{path.relative_to(ROOT)} is pure but imports {impure}"
             checked += 1
     assert checked >= 15

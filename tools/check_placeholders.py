@@ -25,8 +25,20 @@ LEDGER = "Placeholders.md"
 COLUMNS = 6  # file, token, description, type, constraints/example, default-or-REQUIRED
 SKIP_DIRS = {".git", ".venv", "data", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist"}
 TEXT_SUFFIXES = {
-    ".py", ".md", ".toml", ".cfg", ".ini", ".txt", ".yaml", ".yml", ".json", ".sh", ".example",
-    ".env", ".service", "",
+    ".py",
+    ".md",
+    ".toml",
+    ".cfg",
+    ".ini",
+    ".txt",
+    ".yaml",
+    ".yml",
+    ".json",
+    ".sh",
+    ".example",
+    ".env",
+    ".service",
+    "",
 }
 
 
@@ -35,7 +47,10 @@ def repo_files(root: Path) -> list[Path]:
     try:
         out = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-            cwd=root, check=True, capture_output=True, text=True,
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         paths = [root / line for line in out.splitlines() if line]
     except (OSError, subprocess.CalledProcessError):
@@ -47,7 +62,7 @@ def tokens_in_repo(root: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in repo_files(root):
         rel = path.relative_to(root).as_posix()
-        if rel == LEDGER or path.suffix not in TEXT_SUFFIXES and path.name not in {"Makefile", "run"}:
+        if rel == LEDGER or (path.suffix not in TEXT_SUFFIXES and path.name not in {"Makefile", "run"}):
             continue
         try:
             text = path.read_text(encoding="utf-8")

@@ -68,10 +68,9 @@ from __future__ import annotations
 import collections
 import functools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence, get_args
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # imported lazily below: dp_accounting pulls in scipy (~2 s), which the
     # service's boot path (replay, snapshot restore) never needs -- restart-to-ready matters.
@@ -103,20 +102,20 @@ def warm_up() -> None:
 
 
 __all__ = [
+    "VALUE_DISCRETIZATION_INTERVAL",
     "Charge",
     "Mechanism",
-    "VALUE_DISCRETIZATION_INTERVAL",
     "calibrate_discrete_gaussian_sigma",
-    "gaussian_counter_multiplier",
-    "default_counter_epsilon",
-    "compose_epsilon",
-    "compose_delta",
-    "naive_epsilon",
-    "fits",
-    "releases_that_fit",
-    "to_dp_event",
-    "to_composed_dp_event",
     "clear_caches",
+    "compose_delta",
+    "compose_epsilon",
+    "default_counter_epsilon",
+    "fits",
+    "gaussian_counter_multiplier",
+    "naive_epsilon",
+    "releases_that_fit",
+    "to_composed_dp_event",
+    "to_dp_event",
 ]
 
 Mechanism = Literal["discrete_gaussian", "discrete_laplace", "gaussian_counter"]
@@ -276,8 +275,15 @@ def _delta_for_key(key: _GroupKey, epsilon: float) -> float:
 
 def clear_caches() -> None:
     """Drop every memoised PLD and answer (for benchmarks and tests; never needed for correctness)."""
-    for cached in (_single_pld, _group_pld, _composed_pld, _epsilon_for_key, _delta_for_key,
-                   _calibrate_discrete_gaussian_sigma, _gaussian_counter_multiplier):
+    for cached in (
+        _single_pld,
+        _group_pld,
+        _composed_pld,
+        _epsilon_for_key,
+        _delta_for_key,
+        _calibrate_discrete_gaussian_sigma,
+        _gaussian_counter_multiplier,
+    ):
         cached.cache_clear()
 
 
@@ -449,9 +455,7 @@ def to_dp_event(charge: Charge) -> dp_event.DpEvent:
     decimal of epsilon) from the exact discrete-Gaussian PLD this module composes.
     """
     if charge.mechanism == "discrete_laplace":
-        return _dp_event().DiscreteLaplaceDpEvent(
-            noise_parameter=charge.parameter, sensitivity=int(charge.sensitivity)
-        )
+        return _dp_event().DiscreteLaplaceDpEvent(noise_parameter=charge.parameter, sensitivity=int(charge.sensitivity))
     if charge.mechanism == "discrete_gaussian":
         return _dp_event().GaussianDpEvent(noise_multiplier=charge.parameter / charge.sensitivity)
     return _dp_event().GaussianDpEvent(noise_multiplier=charge.parameter)

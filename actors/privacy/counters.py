@@ -60,11 +60,12 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import accumulate
 from statistics import NormalDist
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -174,8 +175,7 @@ def _pair_tables(G: np.ndarray) -> dict[str, np.ndarray]:
     row, col = pair.max(axis=1), pair.max(axis=0)
     p1 = np.maximum.accumulate(np.sqrt(np.maximum(diag, 0.0))[::-1])[::-1]
     p2 = np.sqrt(np.maximum(np.maximum.accumulate(row[::-1])[::-1], 0.0))
-    return {"diag": diag, "pair": pair, "row": row, "col": col,
-            "p1": np.append(p1, 0.0), "p2": np.append(p2, 0.0)}
+    return {"diag": diag, "pair": pair, "row": row, "col": col, "p1": np.append(p1, 0.0), "p2": np.append(p2, 0.0)}
 
 
 def _alt_max(H: np.ndarray, start: np.ndarray, r: int, sign: int) -> np.ndarray:
@@ -199,9 +199,7 @@ def _pairing_bound(tab: dict[str, np.ndarray], r: int, start: np.ndarray | int) 
     return np.maximum((r // 2) * p2 + (r % 2) * p1, ((r - 1) // 2) * p2 + ((r - 1) % 2) * p1)
 
 
-def _two_step_bound(
-    tab: dict[str, np.ndarray], H: np.ndarray, start: np.ndarray, sign: int
-) -> np.ndarray:
+def _two_step_bound(tab: dict[str, np.ndarray], H: np.ndarray, start: np.ndarray, sign: int) -> np.ndarray:
     """Row k: bound on the gain of <= 2 more terms (sign first) from start[k], given g = H[k].
 
     The gain of q1 < q2 is pair[q1, q2] + 2 sign (g[q1] - g[q2]). Maximising the pair term per
@@ -282,9 +280,7 @@ class _Search:
         self.work += cost
         return True
 
-    def leaves(
-        self, H: np.ndarray, val1: np.ndarray, bounds: np.ndarray, first: int, sign: int
-    ) -> None:
+    def leaves(self, H: np.ndarray, val1: np.ndarray, bounds: np.ndarray, first: int, sign: int) -> None:
         # Children with two terms left, solved exactly in batches of ~4M cells. The batches run
         # in position order so each one only spans the columns its own children can use.
         T = self.G.shape[0]
@@ -403,9 +399,7 @@ def _sensitivity(kind: CounterKind, T: int, w: int) -> tuple[float, bool, int]:
     return value, exact, R.shape[0]
 
 
-def plan_counter(
-    kind: CounterKind, T: int, w: int, noise_multiplier: float, lattice_bits: int = 20
-) -> CounterPlan:
+def plan_counter(kind: CounterKind, T: int, w: int, noise_multiplier: float, lattice_bits: int = 20) -> CounterPlan:
     """Sensitivity and noise scale for a horizon of T days and flippancy bound w."""
     _check_kind(kind)
     _check_horizon(T)
@@ -420,9 +414,15 @@ def plan_counter(
     slack = math.ldexp(math.sqrt(rows), -lattice_bits) if kind == "sqrt" else 0.0
     sensitivity = value + slack
     return CounterPlan(
-        kind=kind, T=T, w=w, lattice_bits=lattice_bits, noise_multiplier=noise_multiplier,
-        sensitivity=sensitivity, sensitivity_exact=exact,
-        sigma=noise_multiplier * sensitivity, rows=rows,
+        kind=kind,
+        T=T,
+        w=w,
+        lattice_bits=lattice_bits,
+        noise_multiplier=noise_multiplier,
+        sensitivity=sensitivity,
+        sensitivity_exact=exact,
+        sigma=noise_multiplier * sensitivity,
+        rows=rows,
     )
 
 

@@ -52,13 +52,19 @@ def calibrate(mechanism: str, epsilon: float, delta: float) -> Calibrated:
     if mechanism == "gaussian":
         sigma = accounting.calibrate_discrete_gaussian_sigma(epsilon, delta)
         return Calibrated(
-            mechanism, epsilon, delta, Charge("discrete_gaussian", sigma),
+            mechanism,
+            epsilon,
+            delta,
+            Charge("discrete_gaussian", sigma),
             NoiseParams(distribution="discrete_gaussian", sigma=sigma),
         )
     if mechanism == "laplace":
         # P(x) ~ exp(-epsilon |x|) on the integers is exactly epsilon-DP for sensitivity 1.
         return Calibrated(
-            mechanism, epsilon, 0.0, Charge("discrete_laplace", epsilon),
+            mechanism,
+            epsilon,
+            0.0,
+            Charge("discrete_laplace", epsilon),
             NoiseParams(distribution="discrete_laplace", scale=1.0 / epsilon),
         )
     raise ValueError(f"{mechanism!r} is not an independent (per-release) mechanism")

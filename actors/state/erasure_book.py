@@ -16,6 +16,7 @@ import msgspec
 
 from journal.events import ErasurePurged, UserErased
 
+
 class ErasureEntry(msgspec.Struct):
     erasure_id: str
     seq: int
@@ -62,7 +63,8 @@ class ErasureBook:
 
     def due(self, now: float, delay: float) -> list[ErasureEntry]:
         return [
-            e for e in self.entries.values()
+            e
+            for e in self.entries.values()
             if e.purged_at is None and e.key is not None and e.requested_at + delay <= now
         ]
 

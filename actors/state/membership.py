@@ -42,7 +42,7 @@ class Membership:
         replay, in a worker thread for large days in the live actor."""
         if len(keys) == 0:
             return self
-        return Membership(self.base, self.chunks + ((keys, ops),), self.pending + len(keys))
+        return Membership(self.base, (*self.chunks, (keys, ops)), self.pending + len(keys))
 
     def apply_folding(self, keys: np.ndarray, ops: np.ndarray) -> Membership:
         nxt = self.apply(keys, ops)
@@ -54,10 +54,7 @@ class Membership:
         return self.apply(keys, np.zeros(len(keys), dtype=np.uint8))
 
     def needs_fold(self) -> bool:
-        return (
-            self.pending >= max(FOLD_MIN, len(self.base) // FOLD_FRACTION)
-            or len(self.chunks) >= FOLD_MAX_CHUNKS
-        )
+        return self.pending >= max(FOLD_MIN, len(self.base) // FOLD_FRACTION) or len(self.chunks) >= FOLD_MAX_CHUNKS
 
     def folded(self) -> Membership:
         if not self.chunks:

@@ -43,7 +43,7 @@ def parse_day(text: str) -> int:
 def closes_at(day: int, tz: ZoneInfo, lateness_hours: float = 0.0) -> dt.datetime:
     """The instant (aware, UTC) after which ``day`` counts as over (rule 2)."""
     midnight = dt.datetime.combine(date_of(day + 1), dt.time(0), tzinfo=tz)
-    return (midnight + dt.timedelta(hours=lateness_hours)).astimezone(dt.timezone.utc)
+    return (midnight + dt.timedelta(hours=lateness_hours)).astimezone(dt.UTC)
 
 
 def is_closed(day: int, now: dt.datetime, tz: ZoneInfo, lateness_hours: float = 0.0) -> bool:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from actors.state.ledger import Ledger, LedgerSnapshot
 from actors.state.erasure_book import ErasureBook, ErasureSnapshot
 from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
+from actors.state.ledger import Ledger, LedgerSnapshot
 from actors.state.membership import Membership
 from actors.state.release_book import ReleaseBook, ReleaseSnapshot
 from journal import events as ev
@@ -116,9 +116,7 @@ class World:
     @classmethod
     def restore(cls, snap: WorldSnapshot, *, idempotency_keys: int = 100_000) -> World:
         world = cls(idempotency_keys=idempotency_keys)
-        world.days = {
-            d.day: Membership(np.frombuffer(d.members, dtype="<i8").astype(np.int64)) for d in snap.days
-        }
+        world.days = {d.day: Membership(np.frombuffer(d.members, dtype="<i8").astype(np.int64)) for d in snap.days}
         world.days_seq = snap.days_seq
         world.ingest = IdempotencyIndex.restore(snap.ingest, idempotency_keys)
         world.releases = ReleaseBook.restore(snap.releases)

@@ -25,7 +25,7 @@ log = structlog.get_logger("actors.system")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def journal_path(data_dir: Path) -> Path:

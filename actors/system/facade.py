@@ -147,8 +147,13 @@ class ActorSystem:
             world.erasures, capacity=s.control_mailbox, purge_delay=s.purge_delay_seconds, purge=self._purge
         )
         self.release_actor = ReleaseActor(
-            world.releases, s, capacity=s.control_mailbox, committer=self.committer,
-            days=self, accountant=self.accountant, clock=self.clock,
+            world.releases,
+            s,
+            capacity=s.control_mailbox,
+            committer=self.committer,
+            days=self,
+            accountant=self.accountant,
+            clock=self.clock,
             on_run_finished=lambda run_id: self._tg.start_soon(self._shred_run, run_id, name="shred"),
         )
         self.router = Router(
@@ -290,9 +295,7 @@ class ActorSystem:
         removing a user who is already gone is a no-op on the state (idempotent in effect)."""
         self._require_ready()
         erasure_id = uuid.uuid4().hex
-        (stored,) = await self.committer.submit(
-            [ev.UserErased(erasure_id=erasure_id, key=key, requested_at=time.time())]
-        )
+        await self.committer.submit([ev.UserErased(erasure_id=erasure_id, key=key, requested_at=time.time())])
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
         return receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
 
@@ -303,7 +306,11 @@ class ActorSystem:
 
     def stats(self) -> dict[str, Any]:
         """Numbers for /metrics (never anything per user)."""
-        out: dict[str, Any] = {"ready": self.ready, "journal_seq": self.journal.head, "actor_crashes": dict(self.actor_crashes)}
+        out: dict[str, Any] = {
+            "ready": self.ready,
+            "journal_seq": self.journal.head,
+            "actor_crashes": dict(self.actor_crashes),
+        }
         if self.ready:
             days = self.router.days.values()
             out.update(

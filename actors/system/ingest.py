@@ -43,8 +43,13 @@ class IngestService:
             if previous is not None:
                 return previous, True
         event = ev.ActivityBatchRecorded.from_arrays(
-            keys, days, ops, received_at=time.time(), metadata=metadata,
-            idempotency_key=idempotency_key, request_digest=digest if idempotency_key else None,
+            keys,
+            days,
+            ops,
+            received_at=time.time(),
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            request_digest=digest if idempotency_key else None,
         )
         future = self.committer.submit([event])
         if idempotency_key is not None:

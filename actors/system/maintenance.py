@@ -13,11 +13,11 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from actors.settings import EngineSettings
 from actors.state import periods
 from actors.state import world as world_mod
-from actors.settings import EngineSettings
-from actors.system.boot import journal_path, restore_world, snapshot_store
 from actors.state.world import World
+from actors.system.boot import journal_path, restore_world, snapshot_store
 from journal import compaction
 from journal.lock import DataDirLock
 from journal.store import Journal
@@ -60,14 +60,18 @@ async def replay(settings: EngineSettings, data_dir: Path) -> dict:
     async with opened(data_dir) as journal:
         started = time.perf_counter()
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
-        return {"replayed_from": "journal (snapshots ignored)", **await describe(journal, world, time.perf_counter() - started)}
+        return {
+            "replayed_from": "journal (snapshots ignored)",
+            **await describe(journal, world, time.perf_counter() - started),
+        }
 
 
 def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_all: bool = False) -> Path:
     snap = world.snapshot()
     store = snapshot_store(data_dir)
-    path = store.save(world_mod.encode(snap), last_seq=snap.last_seq, journal_id=journal.journal_id,
-                      payload_version=world_mod.FORMAT)
+    path = store.save(
+        world_mod.encode(snap), last_seq=snap.last_seq, journal_id=journal.journal_id, payload_version=world_mod.FORMAT
+    )
     if replace_all:
         for other in store.list():
             if other != path:
@@ -112,8 +116,6 @@ async def compact(settings: EngineSettings, data_dir: Path) -> dict:
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
         path = write_snapshot(journal, world, data_dir, replace_all=True)
         return {
-            "purged": [
-                {"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed} for r in purged
-            ],
+            "purged": [{"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed} for r in purged],
             "snapshot": str(path),
         }

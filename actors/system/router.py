@@ -21,9 +21,9 @@ import anyio
 import numpy as np
 
 from actors.days import ApplyOps, Barrier, DayActor, DayView, EraseKeys, GetView
+from actors.runtime import Actor
 from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
 from actors.state.membership import EMPTY, Membership
-from actors.runtime import Actor
 from actors.state.world import split_by_day
 from journal import events as ev
 from journal.events import StoredRecord
@@ -133,9 +133,7 @@ class Router:
                     msg = GetView(with_theta=with_theta)
                     await actor.send(msg)
                 asks.append((day, msg))
-        return [
-            await msg.reply if msg is not None else DayView(day, seen, EMPTY, None) for day, msg in asks
-        ], seen
+        return [await msg.reply if msg is not None else DayView(day, seen, EMPTY, None) for day, msg in asks], seen
 
     async def barrier(self) -> tuple[int, dict[int, Membership], IdempotencySnapshot]:
         """Fold every day and capture it at one dispatch position (for snapshots)."""

@@ -10,8 +10,8 @@ import math
 import time
 
 import dp_accounting
-from dp_accounting import dp_event
 import pytest
+from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from hypothesis import HealthCheck, given, settings
@@ -139,9 +139,7 @@ def exact_discrete_laplace_epsilon(a: float, n: int, delta: float) -> float:
 
     def delta_at(eps: float) -> float:
         return sum(
-            binom.pmf(k, n, p) * -math.expm1(eps - a * (2 * k - n))
-            for k in range(n + 1)
-            if a * (2 * k - n) > eps
+            binom.pmf(k, n, p) * -math.expm1(eps - a * (2 * k - n)) for k in range(n + 1) if a * (2 * k - n) > eps
         )
 
     lo, hi = 0.0, a * n
@@ -174,7 +172,8 @@ def mixed_ledger(sigma_dau: float, sigma_mau: float) -> list[Charge]:
 def test_compose_equals_dp_accounting_called_directly(sigma_dau, sigma_mau):
     ledger = mixed_ledger(sigma_dau, sigma_mau)
     direct = (
-        pld_lib.from_discrete_gaussian_mechanism(sigma_dau, sensitivity=1).self_compose(7)
+        pld_lib.from_discrete_gaussian_mechanism(sigma_dau, sensitivity=1)
+        .self_compose(7)
         .compose(pld_lib.from_discrete_gaussian_mechanism(sigma_mau, sensitivity=1).self_compose(4))
         .compose(pld_lib.from_discrete_laplace_mechanism(0.2, sensitivity=1).self_compose(3))
         .compose(pld_lib.from_gaussian_mechanism(2.0).self_compose(2))
@@ -353,7 +352,7 @@ def test_compose_timings(sigma_dau, sigma_mau):
         "31 dg(0.5) + 1 counter run": [dg(sigma_mau)] * 31 + [Charge("gaussian_counter", 1.45)],
     }
     for name, ledger in cases.items():
-        cold, warm = _timed(lambda: acc.compose_epsilon(ledger, DELTA))
+        cold, warm = _timed(lambda ledger=ledger: acc.compose_epsilon(ledger, DELTA))
         print(f"{name}: cold {cold * 1e3:.1f} ms, memoised {warm * 1e6:.1f} us")
         assert warm < 0.01
         assert cold < 10.0

@@ -6,23 +6,49 @@ import numpy as np
 import pytest
 
 from actors.privacy import accounting
-from actors.state.ledger import Ledger
 from actors.state.erasure_book import ErasureBook, receipt, status_of
 from actors.state.idempotency import IdempotencyIndex, batch_digest
+from actors.state.ledger import Ledger
 from actors.state.release_book import ReleaseBook, key_of
 from journal import events as ev
 
 
 def charge(metric="dau", period="2025-01", sigma=13.0, cid="c1"):
-    return ev.BudgetCharged(charge_id=cid, metric=metric, accounting_period=period, mechanism="discrete_gaussian",
-                            parameter=sigma, sensitivity=1.0, epsilon=0.3, delta=1e-6, charged_at=0.0, purpose="release")
+    return ev.BudgetCharged(
+        charge_id=cid,
+        metric=metric,
+        accounting_period=period,
+        mechanism="discrete_gaussian",
+        parameter=sigma,
+        sensitivity=1.0,
+        epsilon=0.3,
+        delta=1e-6,
+        charged_at=0.0,
+        purpose="release",
+    )
 
 
 def released(rid, day=100, revision=0):
-    return ev.Released(release_id=rid, metric="dau", day=day, revision=revision, estimate=5, lower_95=0, upper_95=10,
-                       mechanism="gaussian", noise=ev.NoiseParams(distribution="discrete_gaussian", sigma=13.0),
-                       epsilon_used=0.3, delta=1e-6, charge_id="c", accounting_period="1970-04", sketch_impl="set",
-                       guarantee="g", budget_remaining=1.0, seen_seq=1, released_at=0.0)
+    return ev.Released(
+        release_id=rid,
+        metric="dau",
+        day=day,
+        revision=revision,
+        estimate=5,
+        lower_95=0,
+        upper_95=10,
+        mechanism="gaussian",
+        noise=ev.NoiseParams(distribution="discrete_gaussian", sigma=13.0),
+        epsilon_used=0.3,
+        delta=1e-6,
+        charge_id="c",
+        accounting_period="1970-04",
+        sketch_impl="set",
+        guarantee="g",
+        budget_remaining=1.0,
+        seen_seq=1,
+        released_at=0.0,
+    )
 
 
 def test_ledger_groups_charges_by_metric_and_period_and_skips_replayed_records():
@@ -72,8 +98,9 @@ def test_idempotency_index_remembers_the_newest_keys_only():
     keys, days, ops = np.array([1, 2]), np.array([10, 10]), np.array([1, 1], dtype=np.uint8)
     digest = batch_digest(keys, days, ops, [])
     for i, name in enumerate(["a", "b", "c"]):
-        batch = ev.ActivityBatchRecorded.from_arrays(keys, days, ops, received_at=0.0, idempotency_key=name,
-                                                     request_digest=digest)
+        batch = ev.ActivityBatchRecorded.from_arrays(
+            keys, days, ops, received_at=0.0, idempotency_key=name, request_digest=digest
+        )
         index.apply(10 * i + 1, 10 * i + 2, batch)
     assert index.lookup("a") is None and index.lookup("c").first_seq == 21 and len(index) == 2
     assert batch_digest(keys, days, ops, []) != batch_digest(keys, days, ops, [(0, b"{}")])

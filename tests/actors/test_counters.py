@@ -45,7 +45,7 @@ def _brute_sensitivity(R: np.ndarray, w: int) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sensitivity(kind: CounterKind, T: int, w: int) -> tuple[float, bool]:
     return counters.alternating_sensitivity(counters.factorization(kind, T)[1], w)
 
@@ -170,9 +170,7 @@ def test_out_of_budget_returns_upper_bound(kind: CounterKind, monkeypatch: pytes
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), kind=st.sampled_from(KINDS), T=st.integers(1, 48), w=st.integers(1, 4))
-def test_random_alternating_vectors_respect_sensitivity(
-    data: st.DataObject, kind: CounterKind, T: int, w: int
-) -> None:
+def test_random_alternating_vectors_respect_sensitivity(data: st.DataObject, kind: CounterKind, T: int, w: int) -> None:
     k = data.draw(st.integers(1, min(w, T)))
     positions = tuple(sorted(data.draw(st.sets(st.integers(0, T - 1), min_size=k, max_size=k))))
     R = counters.factorization(kind, T)[1]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.privacy import flippancy
 from actors.privacy.flippancy import CounterRun
@@ -12,9 +13,24 @@ from journal.events import CounterStarted
 
 def started(w: int = 2, horizon: int = 31) -> CounterStarted:
     return CounterStarted(
-        run_id="r", metric="mau", accounting_period="2026-01", first_day=0, horizon=horizon, window=30,
-        kind="sqrt", flip_bound=w, noise_multiplier=1.0, sensitivity=1.0, sensitivity_exact=True, sigma=1.0,
-        lattice_bits=20, noise=[0] * horizon, epsilon=1.0, charge_id="c", budget_remaining=0.0, started_at=0.0,
+        run_id="r",
+        metric="mau",
+        accounting_period="2026-01",
+        first_day=0,
+        horizon=horizon,
+        window=30,
+        kind="sqrt",
+        flip_bound=w,
+        noise_multiplier=1.0,
+        sensitivity=1.0,
+        sensitivity_exact=True,
+        sigma=1.0,
+        lattice_bits=20,
+        noise=[0] * horizon,
+        epsilon=1.0,
+        charge_id="c",
+        budget_remaining=0.0,
+        started_at=0.0,
         token_secret=b"s" * 32,
     )
 
@@ -57,7 +73,9 @@ def do_step(run: CounterRun, members: np.ndarray, erased_between=()) -> int:
     return step.z
 
 
-steps = st.lists(st.tuples(st.sets(st.integers(0, 12)), st.sets(st.integers(0, 12), max_size=2)), min_size=1, max_size=25)
+steps = st.lists(
+    st.tuples(st.sets(st.integers(0, 12)), st.sets(st.integers(0, 12), max_size=2)), min_size=1, max_size=25
+)
 
 
 @given(steps, st.sampled_from([2, 4]))

@@ -10,9 +10,15 @@ from tests.support import settings as engine_settings
 
 # alice: Jan 30, Jan 31, Feb 2 ; bob: Jan 31 (withdrawn), Feb 1 ; carol: Feb 2 only, withdrawn then re-added
 STREAM = [
-    ("alice", "2025-01-30", 1), ("alice", "2025-01-31", 1), ("bob", "2025-01-31", 1),
-    ("bob", "2025-01-31", 0), ("bob", "2025-02-01", 1), ("alice", "2025-02-02", 1),
-    ("carol", "2025-02-02", 1), ("carol", "2025-02-02", 0), ("carol", "2025-02-02", 1),
+    ("alice", "2025-01-30", 1),
+    ("alice", "2025-01-31", 1),
+    ("bob", "2025-01-31", 1),
+    ("bob", "2025-01-31", 0),
+    ("bob", "2025-02-01", 1),
+    ("alice", "2025-02-02", 1),
+    ("carol", "2025-02-02", 1),
+    ("carol", "2025-02-02", 0),
+    ("carol", "2025-02-02", 1),
     ("alice", "2025-01-31", 1),  # repeat: idempotent
 ]
 IDS = {"alice": 1, "bob": 2, "carol": 3}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from scipy import stats
@@ -78,9 +78,7 @@ def test_discrete_gaussian_distribution(sigma: float, seed: int) -> None:
     _check_tail(draws, q, tail)
 
 
-@pytest.mark.parametrize(
-    ("scale", "seed"), [(Fraction(1, 2), 21), (Fraction(10, 3), 22), (Fraction(10), 23)]
-)
+@pytest.mark.parametrize(("scale", "seed"), [(Fraction(1, 2), 21), (Fraction(10, 3), 22), (Fraction(10), 23)])
 def test_discrete_laplace_distribution(scale: Fraction, seed: int) -> None:
     rng = SeededSource(seed)
     draws = [noise.discrete_laplace(scale, rng) for _ in range(N_DRAWS)]

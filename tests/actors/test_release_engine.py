@@ -9,8 +9,8 @@ import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld
 
 from actors.privacy import accounting, counters, mechanisms
+from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.state import periods
-from actors.refusals import BudgetExhausted, NothingToRevise, NotClosed
 from journal import events as ev
 from tests.support import day, ingest, running_system
 from tests.support import settings as engine_settings
@@ -62,7 +62,7 @@ async def test_release_survives_restart_snapshot_restore_and_full_replay(tmp_pat
 
 
 async def test_open_period_is_refused_and_nothing_is_charged(tmp_path):
-    today = periods.today(dt.datetime.now(dt.timezone.utc), periods.ZoneInfo("UTC"))
+    today = periods.today(dt.datetime.now(dt.UTC), periods.ZoneInfo("UTC"))
     async with running_system(tmp_path) as system:
         with pytest.raises(NotClosed) as info:
             await system.release(("dau", today, 1))
@@ -192,7 +192,7 @@ async def test_late_events_change_later_releases_only(tmp_path, zero_noise):
     async with running_system(tmp_path) as system:
         await ingest(system, rows_for([1, 2], NOV[7]))
         before = await system.release(("dau", NOV[7], 1))
-        await ingest(system, rows_for([3, 4, 5], NOV[7]) + [(1, NOV[7], 0)])
+        await ingest(system, [*rows_for([3, 4, 5], NOV[7]), (1, NOV[7], 0)])
         assert await system.release(("dau", NOV[7], 1)) == before
         assert before.estimate == 2
         assert (await system.release(("mau", NOV[8], 7))).estimate == 4  # window 7: independent
@@ -271,7 +271,10 @@ async def test_budget_report_matches_dp_accounting_called_directly(tmp_path):
     assert report["metrics"]["dau"]["epsilon_spent"] == pytest.approx(dau.get_epsilon_for_delta(1e-6), rel=1e-9)
     assert report["metrics"]["mau"]["epsilon_spent"] == pytest.approx(mau.get_epsilon_for_delta(1e-6), rel=1e-6)
     assert report["combined"]["epsilon_spent"] == pytest.approx(dau.compose(mau).get_epsilon_for_delta(1e-6), rel=1e-6)
-    assert report["combined"]["epsilon_spent"] < report["metrics"]["dau"]["epsilon_spent"] + report["metrics"]["mau"]["epsilon_spent"]
+    assert (
+        report["combined"]["epsilon_spent"]
+        < report["metrics"]["dau"]["epsilon_spent"] + report["metrics"]["mau"]["epsilon_spent"]
+    )
 
 
 def test_released_record_never_holds_the_noise():

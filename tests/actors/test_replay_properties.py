@@ -12,10 +12,11 @@ from pathlib import Path
 
 import anyio
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from actors.system import journal_path, restore_world
 from actors.state.world import World, WorldSnapshot
+from actors.system import journal_path, restore_world
 from journal import compaction
 from journal.snapshots import SnapshotStore
 from journal.store import Journal
@@ -39,9 +40,15 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
         "ingest": sorted((k, n, a, b) for k, n, a, b, _ in snap.ingest.entries),
         "releases": [(r.release_id, r.estimate, r.lower_95, r.upper_95) for r in snap.releases.releases],
         "runs": sorted(
-            (r.started.run_id, np.frombuffer(r.counted, dtype="<i8").tolist(),
-             np.frombuffer(r.flip_keys, dtype="<i8").tolist(), list(r.flip_counts), r.z, r.pending_exits,
-             np.frombuffer(r.blocked, dtype="<i8").tolist())
+            (
+                r.started.run_id,
+                np.frombuffer(r.counted, dtype="<i8").tolist(),
+                np.frombuffer(r.flip_keys, dtype="<i8").tolist(),
+                list(r.flip_counts),
+                r.z,
+                r.pending_exits,
+                np.frombuffer(r.blocked, dtype="<i8").tolist(),
+            )
             for r in snap.releases.runs
         ),
         "ledger": [c.charge_id for c in snap.ledger.charges],
@@ -113,13 +120,15 @@ async def scenario(ops, workdir: Path) -> None:
 
         targets = [
             compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at)
-            for e in full.erasures.entries.values() if e.key is not None
+            for e in full.erasures.entries.values()
+            if e.key is not None
         ]
         if targets:
             await compaction.purge(journal, targets)
             compacted, _ = await restore_world(journal, None, engine, use_snapshot=False)
             assert canonical(compacted.snapshot(), with_erasure_status=False) == {
-                **live, "erasures": canonical(full.snapshot(), with_erasure_status=False)["erasures"]
+                **live,
+                "erasures": canonical(full.snapshot(), with_erasure_status=False)["erasures"],
             }
             assert compacted.counts() == model.counts()
     finally:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from actors.runtime import Actor, Ask, MailboxFull, Supervisor
 from actors.refusals import Refusal
+from actors.runtime import Actor, Ask, MailboxFull, Supervisor
 
 
 @dataclass(slots=True)

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.e2e
 
 def dpdau(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"dpdau {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -34,10 +38,15 @@ def dpdau(*args: str, env: dict | None = None, check: bool = True) -> subprocess
 def test_ingest_jsonl_and_csv_then_query(tmp_path):
     data = tmp_path / "data"
     jsonl = tmp_path / "events.jsonl"
-    jsonl.write_text("".join(json.dumps({"user_id": f"j{i}", "op": "+", "day": "2025-07-01"}) + "\n" for i in range(2500)))
+    jsonl.write_text(
+        "".join(json.dumps({"user_id": f"j{i}", "op": "+", "day": "2025-07-01"}) + "\n" for i in range(2500))
+    )
     csv_file = tmp_path / "events.csv"
-    csv_file.write_text("user_id,op,day,metadata\n" + "".join(f"c{i},+,2025-07-02,\n" for i in range(40))
-                        + 'c0,-,2025-07-02,"{""why"": ""test""}"\n')
+    csv_file.write_text(
+        "user_id,op,day,metadata\n"
+        + "".join(f"c{i},+,2025-07-02,\n" for i in range(40))
+        + 'c0,-,2025-07-02,"{""why"": ""test""}"\n'
+    )
     with ServerProcess(data) as server:
         env = {"DATA_DIR": str(data), "PORT": str(server.port)}
         out = json.loads(dpdau("ingest", str(jsonl), "--batch", "1000", env=env).stdout)
@@ -57,7 +66,9 @@ def test_offline_replay_snapshot_restore_and_corrupt_snapshot(tmp_path):
     data = tmp_path / "data"
     env = {"DATA_DIR": str(data)}
     with ServerProcess(data) as server:
-        server.http.post("/event", {"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-07-03"} for i in range(100)]})
+        server.http.post(
+            "/event", {"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-07-03"} for i in range(100)]}
+        )
         server.http.get("/dau/2025-07-03")
         server.kill(signal.SIGTERM)
     replay = json.loads(dpdau("replay", env=env).stdout)
@@ -99,7 +110,9 @@ def test_compact_purges_now(tmp_path):
 async def _window_union(data, first: int, last: int) -> int:
     journal = await Journal.open(journal_path(data))
     try:
-        world, _ = await restore_world(journal, None, config_mod.load(environ={}, dotenv=None).engine, use_snapshot=False)
+        world, _ = await restore_world(
+            journal, None, config_mod.load(environ={}, dotenv=None).engine, use_snapshot=False
+        )
         return len(membership.union([world.days[d].members() for d in range(first, last + 1) if d in world.days]))
     finally:
         await journal.close()

@@ -42,7 +42,13 @@ def test_quickstart_lines_work_verbatim(tmp_path):
             assert "error" not in body, (command, body)
         dpdau = str(Path(sys.executable).parent / "dpdau")
         for command in cli:
-            out = subprocess.run(["bash", "-c", command.replace(".venv/bin/dpdau", dpdau)], capture_output=True,
-                                 text=True, timeout=60, env=env, cwd=ROOT)
+            out = subprocess.run(
+                ["bash", "-c", command.replace(".venv/bin/dpdau", dpdau)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                cwd=ROOT,
+            )
             assert out.returncode == 0, (command, out.stdout, out.stderr)
             assert "error" not in json.loads(out.stdout)

@@ -27,8 +27,9 @@ def test_sigkill_then_restart_keeps_every_acknowledged_event_and_release(tmp_pat
         http = server.http
         acked = {}
         for i in range(20):
-            status, body, _ = http.post("/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)),
-                                        headers={"Idempotency-Key": f"k{i}"})
+            status, body, _ = http.post(
+                "/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)), headers={"Idempotency-Key": f"k{i}"}
+            )
             assert status == 200
             acked[f"k{i}"] = body
         releases = {p: http.get(p)[1] for p in ("/dau/2025-05-01", "/dau/2025-05-02", "/mau?end=2025-05-02")}
@@ -40,8 +41,9 @@ def test_sigkill_then_restart_keeps_every_acknowledged_event_and_release(tmp_pat
         status, ready, _ = http.get("/readyz")
         assert ready["journal_seq"] >= max(b["last_seq"] for b in acked.values())
         for i in range(20):  # retries after the crash are recognised, not applied twice
-            status, body, headers = http.post("/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)),
-                                              headers={"Idempotency-Key": f"k{i}"})
+            status, body, headers = http.post(
+                "/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)), headers={"Idempotency-Key": f"k{i}"}
+            )
             assert status == 200 and body == acked[f"k{i}"] and headers.get("Idempotent-Replayed") == "true"
         assert http.get("/readyz")[1]["journal_seq"] == ready["journal_seq"]
     finally:
@@ -60,8 +62,9 @@ def test_sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice(t
             key = f"c{n}-{i}"
             sent.append(key)
             try:
-                status, body, _ = server.http.post("/event", batch(f"{key}-", ["2025-05-03"], range(20)),
-                                                   headers={"Idempotency-Key": key}, timeout=5)
+                status, body, _ = server.http.post(
+                    "/event", batch(f"{key}-", ["2025-05-03"], range(20)), headers={"Idempotency-Key": key}, timeout=5
+                )
             except OSError:
                 return
             if status == 200:
@@ -81,8 +84,9 @@ def test_sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice(t
         server.start()
         replays = 0
         for key in sent:  # retry everything: acked ones must be replays with the same seqs
-            status, body, headers = server.http.post("/event", batch(f"{key}-", ["2025-05-03"], range(20)),
-                                                     headers={"Idempotency-Key": key})
+            status, body, headers = server.http.post(
+                "/event", batch(f"{key}-", ["2025-05-03"], range(20)), headers={"Idempotency-Key": key}
+            )
             assert status == 200
             if key in acked:
                 assert headers.get("Idempotent-Replayed") == "true" and body == acked[key]
@@ -126,13 +130,28 @@ def read_all(root: Path) -> dict[Path, bytes]:
 
 def test_no_raw_user_id_on_disk_or_in_logs(tmp_path):
     raw = "raw-user-ID-zz9-plural-z-alpha"
-    server = ServerProcess(tmp_path / "data", {"DPDAU_ENV": "production", "HASH_SALT_SECRET": "prod-secret-0123456789",
-                                               "LOG_LEVEL": "debug"}).start()
+    server = ServerProcess(
+        tmp_path / "data",
+        {"DPDAU_ENV": "production", "HASH_SALT_SECRET": "prod-secret-0123456789", "LOG_LEVEL": "debug"},
+    ).start()
     try:
         http = server.http
-        assert http.post("/event", {"user_id": raw, "op": "+", "day": "2025-05-05",
-                                    "metadata": {"note": "metadata is the client's; ids go in user_id"}})[0] == 200
-        assert http.post("/event", {"user_id": raw, "op": "-", "day": "2025-05-05"}, headers={"Idempotency-Key": "i1"})[0] == 200
+        assert (
+            http.post(
+                "/event",
+                {
+                    "user_id": raw,
+                    "op": "+",
+                    "day": "2025-05-05",
+                    "metadata": {"note": "metadata is the client's; ids go in user_id"},
+                },
+            )[0]
+            == 200
+        )
+        assert (
+            http.post("/event", {"user_id": raw, "op": "-", "day": "2025-05-05"}, headers={"Idempotency-Key": "i1"})[0]
+            == 200
+        )
         assert http.post("/event", {"user_id": raw, "op": "+", "day": "2099-01-01"})[0] == 422
         http.get("/dau/2025-05-05")
         http.post("/erasure", {"user_id": raw})

@@ -13,23 +13,31 @@ from eval import run as eval_run
 from eval.randomness import SeededSource, resolve_seed
 
 EXPECTED_PLOTS = {
-    "error_vs_epsilon_realistic.png", "error_vs_epsilon_adversarial.png", "freezing_bias_vs_w.png",
-    "coverage.png", "budget_fit.png", "theta_vs_set.png", "timeseries_realistic.png",
-    "timeseries_adversarial.png", "decision.png",
+    "error_vs_epsilon_realistic.png",
+    "error_vs_epsilon_adversarial.png",
+    "freezing_bias_vs_w.png",
+    "coverage.png",
+    "budget_fit.png",
+    "theta_vs_set.png",
+    "timeseries_realistic.png",
+    "timeseries_adversarial.png",
+    "decision.png",
 }
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
-    summary = eval_run.run(quick=True, seed=20251009, experiment_id="quick-test", data_dir=data_dir, log=lambda *a: None)
+    summary = eval_run.run(
+        quick=True, seed=20251009, experiment_id="quick-test", data_dir=data_dir, log=lambda *a: None
+    )
     return data_dir / "plots" / "quick-test", summary
 
 
 def test_quick_run_writes_plots_and_summaries(quick) -> None:
     out, summary = quick
     files = {p.name for p in out.iterdir()}
-    assert EXPECTED_PLOTS <= files
+    assert files >= EXPECTED_PLOTS
     for name in EXPECTED_PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     on_disk = json.loads((out / "summary.json").read_text())
@@ -95,7 +103,9 @@ def test_laplace_same_spend_matches_the_counter_run_epsilon() -> None:
 def test_seeds() -> None:
     a, b = SeededSource(1, "x"), SeededSource(1, "x")
     assert [a.randbelow(1000) for _ in range(20)] == [b.randbelow(1000) for _ in range(20)]
-    assert [SeededSource(1, "y").randbelow(10**9) for _ in range(3)] != [SeededSource(2, "y").randbelow(10**9) for _ in range(3)]
+    assert [SeededSource(1, "y").randbelow(10**9) for _ in range(3)] != [
+        SeededSource(2, "y").randbelow(10**9) for _ in range(3)
+    ]
     assert resolve_seed(5) == 5
 
 

@@ -12,7 +12,7 @@ from eval import simulate
 from eval.randomness import SeededSource
 from eval.simulate import OP_MINUS, OP_PLUS, ChurnParams, Stream
 
-SMALL = dict(n_users=400, n_days=70)
+SMALL = {"n_users": 400, "n_days": 70}
 # Everything happens often: late events, withdrawals, erasures and returns.
 BUSY = ChurnParams(late_prob=0.2, withdraw_prob=0.2, erasure_rate=0.15, churn_hazard=0.05, return_prob=0.05)
 
@@ -57,11 +57,28 @@ def _arrays(rows):
 def test_hand_made_stream_truth() -> None:
     # user 0: '+' then '-' the same day; user 1: active day 0, withdrawn late (arrives day 2);
     # user 2: active day 1, erased at the end of day 2, returns on day 3 as new data.
-    rows = [(0, 0, OP_PLUS, 0), (1, 0, OP_PLUS, 0), (0, 0, OP_MINUS, 0), (2, 1, OP_PLUS, 1),
-            (1, 0, OP_MINUS, 2), (2, 3, OP_PLUS, 3)]
+    rows = [
+        (0, 0, OP_PLUS, 0),
+        (1, 0, OP_PLUS, 0),
+        (0, 0, OP_MINUS, 0),
+        (2, 1, OP_PLUS, 1),
+        (1, 0, OP_MINUS, 2),
+        (2, 3, OP_PLUS, 3),
+    ]
     user, day, op, arrival = _arrays(rows)
-    s = Stream("hand", 3, periods.day_of(simulate.DEFAULT_START), 4, user, day, op, arrival,
-               np.array([2], dtype=np.int64), np.array([5], dtype=np.int64), np.array([2], dtype=np.int32))
+    s = Stream(
+        "hand",
+        3,
+        periods.day_of(simulate.DEFAULT_START),
+        4,
+        user,
+        day,
+        op,
+        arrival,
+        np.array([2], dtype=np.int64),
+        np.array([5], dtype=np.int64),
+        np.array([2], dtype=np.int32),
+    )
     s.validate()
     t = simulate.exact_truth(s, window=2)
     assert t.dau.tolist() == [1, 1, 0, 1]
@@ -76,8 +93,14 @@ def test_exact_truth_matches_brute_force(kind: str, seed: int) -> None:
     if kind == "realistic":
         s = simulate.realistic_stream(seed, n_users=25, n_days=40, params=BUSY)
     else:
-        s = simulate.adversarial_stream(seed, n_users=30, n_days=40, window=7, storm_fraction=0.3,
-                                        params=ChurnParams(late_prob=0.2, withdraw_prob=0.2, erasure_rate=0.0))
+        s = simulate.adversarial_stream(
+            seed,
+            n_users=30,
+            n_days=40,
+            window=7,
+            storm_fraction=0.3,
+            params=ChurnParams(late_prob=0.2, withdraw_prob=0.2, erasure_rate=0.0),
+        )
     assert len(s.erased_user) > 0 and (s.op == OP_MINUS).any() and (s.arrival > s.day).any()
     window = 7
     truth = simulate.exact_truth(s, window, keep_windows=[20, 39])
@@ -114,10 +137,13 @@ def test_realistic_stream_shape() -> None:
 
 
 def test_adversarial_stream_has_higher_mau_flippancy() -> None:
-    kw = dict(n_users=1500, n_days=59)
+    kw = {"n_users": 1500, "n_days": 59}
     months = simulate.calendar_months(periods.day_of(simulate.DEFAULT_START), 59, 29)
     flips = {}
-    for name, s in (("realistic", simulate.realistic_stream(5, **kw)), ("adversarial", simulate.adversarial_stream(5, **kw))):
+    for name, s in (
+        ("realistic", simulate.realistic_stream(5, **kw)),
+        ("adversarial", simulate.adversarial_stream(5, **kw)),
+    ):
         t = simulate.exact_truth(s)
         flips[name] = np.concatenate([simulate.membership_flips(t.mau_members, sl) for _, sl in months])
     assert flips["adversarial"].mean() > 2 * flips["realistic"].mean()
@@ -163,8 +189,9 @@ def brute_counted(members: np.ndarray, erased_by_step: list[np.ndarray], w: int)
 @pytest.mark.parametrize("metric", ["dau", "mau"])
 @pytest.mark.parametrize("w", [2, 4])
 def test_counter_trace_matches_per_user_model(metric: str, w: int) -> None:
-    s = simulate.adversarial_stream(4, n_users=120, n_days=59, storm_fraction=0.3,
-                                    params=ChurnParams(withdraw_prob=0.1, erasure_rate=0.0))
+    s = simulate.adversarial_stream(
+        4, n_users=120, n_days=59, storm_fraction=0.3, params=ChurnParams(withdraw_prob=0.1, erasure_rate=0.0)
+    )
     truth = simulate.exact_truth(s)
     period, sl = simulate.month_slices(s, 29)[0]
     trace = rl.counter_trace(s, truth, metric, period, w)

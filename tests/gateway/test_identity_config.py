@@ -16,7 +16,7 @@ from gateway import identity
 
 def test_key_is_signed_int64_of_hmac_sha256():
     p = identity.Pseudonymizer(b"0123456789abcdef")
-    expected = int.from_bytes(hmac.digest(b"0123456789abcdef", "alice".encode(), hashlib.sha256)[:8], "little", signed=True)
+    expected = int.from_bytes(hmac.digest(b"0123456789abcdef", b"alice", hashlib.sha256)[:8], "little", signed=True)
     assert p.key("alice") == expected
     keys = p.keys([f"user-{i}" for i in range(2000)])
     assert keys.dtype == np.int64 and (keys < 0).any() and (keys > 0).any()
@@ -90,7 +90,14 @@ def test_config_reads_env_over_dotenv_and_names_bad_variables(tmp_path):
 def test_defaults_are_the_product_defaults():
     cfg = config_mod.load(environ={}, dotenv=None)
     e = cfg.engine
-    assert (e.epsilon_dau, e.epsilon_mau, e.delta, e.w_bound, e.mau_window_days, e.timezone) == (0.3, 0.5, 1e-6, 2, 30, "UTC")
+    assert (e.epsilon_dau, e.epsilon_mau, e.delta, e.w_bound, e.mau_window_days, e.timezone) == (
+        0.3,
+        0.5,
+        1e-6,
+        2,
+        30,
+        "UTC",
+    )
     assert (e.dau_budget_total, e.mau_budget_total, e.privacy_period) == (3.0, 3.5, "month")
     assert (cfg.gateway.host, cfg.gateway.port, cfg.gateway.data_dir) == ("127.0.0.1", 8000, "./data")
     assert not any("seed" in f for f in type(e).__struct_fields__)  # the service takes no seed

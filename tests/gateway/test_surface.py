@@ -13,8 +13,15 @@ from tests.gateway.conftest import gateway
 async def test_api_key_guards_every_route_but_healthz(tmp_path):
     async with gateway(tmp_path, API_KEY="s3cret-key") as client:
         assert (await client.get("/healthz")).status == 200
-        for method, path in [("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/budget"), ("GET", "/openapi.json"),
-                             ("POST", "/event"), ("GET", "/dau/2025-01-01"), ("GET", "/releases")]:
+        for method, path in [
+            ("GET", "/readyz"),
+            ("GET", "/metrics"),
+            ("GET", "/budget"),
+            ("GET", "/openapi.json"),
+            ("POST", "/event"),
+            ("GET", "/dau/2025-01-01"),
+            ("GET", "/releases"),
+        ]:
             resp = await client.request(method, path)
             assert resp.status == 401, path
             assert (await resp.json())["error"] == "unauthorized"
@@ -36,7 +43,9 @@ async def test_openapi_lists_exactly_the_served_routes(tmp_path):
 
 async def test_responses_decode_as_their_documented_schemas(tmp_path):
     async with gateway(tmp_path) as client:
-        ingest = await client.post("/event", json={"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-04-02"} for i in range(5)]})
+        ingest = await client.post(
+            "/event", json={"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-04-02"} for i in range(5)]}
+        )
         msgspec.json.decode(await ingest.read(), type=IngestOut, strict=True)
         dau = await client.get("/dau/2025-04-02")
         rel = msgspec.json.decode(await dau.read(), type=ReleaseOut)
@@ -58,7 +67,9 @@ async def test_responses_decode_as_their_documented_schemas(tmp_path):
 async def test_erasing_twice_and_erasing_an_unknown_user_are_receipted_noops(tmp_path):
     async with gateway(tmp_path) as client:
         system = client.app[SYSTEM]
-        await client.post("/event", json={"events": [{"user_id": u, "op": "+", "day": "2025-04-03"} for u in ("alice", "bob")]})
+        await client.post(
+            "/event", json={"events": [{"user_id": u, "op": "+", "day": "2025-04-03"} for u in ("alice", "bob")]}
+        )
         first = await (await client.post("/erasure", json={"user_id": "alice"})).json()
         after_first = (await system.collect()).days
         second = await client.post("/erasure", json={"user_id": "alice"})
@@ -71,7 +82,9 @@ async def test_erasing_twice_and_erasing_an_unknown_user_are_receipted_noops(tmp
 
 async def test_metrics_expose_routes_latency_ingest_journal_mailboxes_budget(tmp_path):
     async with gateway(tmp_path) as client:
-        await client.post("/event", json={"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-04-02"} for i in range(7)]})
+        await client.post(
+            "/event", json={"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-04-02"} for i in range(7)]}
+        )
         await client.post("/event", data=b"{bad")
         await client.get("/dau/2025-04-02")
         text = await (await client.get("/metrics")).text()

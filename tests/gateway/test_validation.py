@@ -27,7 +27,12 @@ BAD_EVENTS = [
     (json.dumps({**GOOD, "day": "2999-01-01"}).encode(), 422, "day_in_future", "$.day"),
     (json.dumps({"events": []}).encode(), 422, "empty_batch", "$.events"),
     (json.dumps({"events": [GOOD, {**GOOD, "op": "?"}]}).encode(), 422, "validation_error", "$.events[1].op"),
-    (json.dumps({"events": [GOOD, {**GOOD, "day": "2025-13-01"}]}).encode(), 422, "validation_error", "$.events[1].day"),
+    (
+        json.dumps({"events": [GOOD, {**GOOD, "day": "2025-13-01"}]}).encode(),
+        422,
+        "validation_error",
+        "$.events[1].day",
+    ),
 ]
 
 
@@ -95,8 +100,12 @@ async def test_bad_erasure_and_revision_bodies(tmp_path):
 async def test_idempotency_key_rules(tmp_path):
     async with gateway(tmp_path) as client:
         system = client.app[SYSTEM]
-        first = await client.post("/event", json={"events": [GOOD, {**GOOD, "user_id": "u-2"}]}, headers={"Idempotency-Key": "abc"})
-        again = await client.post("/event", json={"events": [GOOD, {**GOOD, "user_id": "u-2"}]}, headers={"Idempotency-Key": "abc"})
+        first = await client.post(
+            "/event", json={"events": [GOOD, {**GOOD, "user_id": "u-2"}]}, headers={"Idempotency-Key": "abc"}
+        )
+        again = await client.post(
+            "/event", json={"events": [GOOD, {**GOOD, "user_id": "u-2"}]}, headers={"Idempotency-Key": "abc"}
+        )
         assert first.status == again.status == 200
         assert await first.json() == await again.json() == {"ingested": 2, "first_seq": 1, "last_seq": 2}
         assert again.headers.get("Idempotent-Replayed") == "true"
@@ -111,7 +120,7 @@ async def test_idempotency_key_rules(tmp_path):
 async def test_open_period_answers_409_with_the_closing_time(tmp_path):
     import datetime as dt
 
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     async with gateway(tmp_path) as client:
         resp = await client.get(f"/dau/{today}")
         body = await resp.json()

@@ -39,24 +39,52 @@ def keys_bytes(keys: Iterable[int]) -> bytes:
 
 def counter_started(run_id: str) -> ev.CounterStarted:
     return ev.CounterStarted(
-        run_id=run_id, metric="dau", accounting_period="2026-11", first_day=20_000, horizon=30, window=1,
-        kind="sqrt", flip_bound=4, noise_multiplier=1.5, sensitivity=4.0, sensitivity_exact=True,
-        sigma=2.0, lattice_bits=20, noise=[1, -2, 3], epsilon=1.0, charge_id=f"ch-{run_id}",
-        budget_remaining=2.0, started_at=1_700_000_000.0,
+        run_id=run_id,
+        metric="dau",
+        accounting_period="2026-11",
+        first_day=20_000,
+        horizon=30,
+        window=1,
+        kind="sqrt",
+        flip_bound=4,
+        noise_multiplier=1.5,
+        sensitivity=4.0,
+        sensitivity_exact=True,
+        sigma=2.0,
+        lattice_bits=20,
+        noise=[1, -2, 3],
+        epsilon=1.0,
+        charge_id=f"ch-{run_id}",
+        budget_remaining=2.0,
+        started_at=1_700_000_000.0,
     )
 
 
 def counter_step(run_id: str, t: int, entered: Iterable[int] = (), left: Iterable[int] = ()) -> ev.CounterStepped:
     return ev.CounterStepped(
-        run_id=run_id, t=t, day=20_000 + t, z=len(list(entered)) - len(list(left)), exits_consumed=0,
-        entered=keys_bytes(entered), left=keys_bytes(left), frozen=0,
+        run_id=run_id,
+        t=t,
+        day=20_000 + t,
+        z=len(list(entered)) - len(list(left)),
+        exits_consumed=0,
+        entered=keys_bytes(entered),
+        left=keys_bytes(left),
+        frozen=0,
     )
 
 
 def budget_charge(charge_id: str = "ch-1", purpose: str = "release") -> ev.BudgetCharged:
     return ev.BudgetCharged(
-        charge_id=charge_id, metric="dau", accounting_period="2026-11", mechanism="gaussian",
-        parameter=3.0, sensitivity=1.0, epsilon=0.5, delta=1e-9, charged_at=1_700_000_000.0, purpose=purpose,
+        charge_id=charge_id,
+        metric="dau",
+        accounting_period="2026-11",
+        mechanism="gaussian",
+        parameter=3.0,
+        sensitivity=1.0,
+        epsilon=0.5,
+        delta=1e-9,
+        charged_at=1_700_000_000.0,
+        purpose=purpose,
     )
 
 

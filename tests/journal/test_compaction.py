@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journal import events as ev
 from journal.compaction import PurgeTarget, purge, without
@@ -54,33 +55,40 @@ async def build(journal: Journal) -> dict:
     """The scenario: E is erased at T; C, X, Y are not. Returns the seqs of interest."""
     s = {}
     a = batch(
-        [E, C, X, E, Y], days=[100, 101, 102, 103, 104], ops=[1, 1, 1, 0, 1],
+        [E, C, X, E, Y],
+        days=[100, 101, 102, 103, 104],
+        ops=[1, 1, 1, 0, 1],
         metadata=[(0, md(100, "E")), (1, md(101, "C")), (3, md(103, "E")), (4, md(104, "Y"))],
-        idempotency_key="idem-A", request_digest=b"\xd1" * 32,
+        idempotency_key="idem-A",
+        request_digest=b"\xd1" * 32,
     )
     recs = await journal.append([a, counter_started("r1"), counter_started("r2"), counter_started("r3")])
     s["A"] = recs[0].seq
     recs = await journal.append([counter_step("r1", 1, entered=[E, C, X])])
     s["r1t1"] = recs[0].seq
     await journal.index_pending()  # A and r1t1 are in the index; what follows is the tail
-    recs = await journal.append([
-        batch([E], days=[105], metadata=[(0, md(105, "E"))]),
-        counter_step("r2", 1, entered=[E, Y]),
-        counter_step("r2", 2, left=[E]),
-        counter_step("r3", 1, entered=[X], left=[Y]),
-        batch([C, X], days=[106, 107], metadata=[(1, md(107, "X"))]),
-        budget_charge(),
-    ])
+    recs = await journal.append(
+        [
+            batch([E], days=[105], metadata=[(0, md(105, "E"))]),
+            counter_step("r2", 1, entered=[E, Y]),
+            counter_step("r2", 2, left=[E]),
+            counter_step("r3", 1, entered=[X], left=[Y]),
+            batch([C, X], days=[106, 107], metadata=[(1, md(107, "X"))]),
+            budget_charge(),
+        ]
+    )
     s["B"], s["r2t1"], s["r2t2"], s["r3t1"], s["D"], s["charge"] = (r.seq for r in recs)
     await journal.index_pending()
     recs = await journal.append([batch([X, E, E], days=[108, 109, 110])])  # unindexed tail
     s["F"] = recs[0].seq
     recs = await journal.append([erased(E, "er-E", requested_at=NOW - 600)])
     s["T"] = recs[0].seq
-    recs = await journal.append([
-        batch([E, C], days=[111, 112], metadata=[(0, md(111, "E"))]),  # E came back: new data
-        counter_step("r1", 2, entered=[E], left=[C]),
-    ])
+    recs = await journal.append(
+        [
+            batch([E, C], days=[111, 112], metadata=[(0, md(111, "E"))]),  # E came back: new data
+            counter_step("r1", 2, entered=[E], left=[C]),
+        ]
+    )
     s["G"], s["r1t2"] = (r.seq for r in recs)
     return s
 
@@ -250,9 +258,12 @@ def batch_and_mask(draw):
     keep = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
     with_md = sorted(draw(st.sets(st.integers(0, n - 1), max_size=n))) if n else []
     b = batch(
-        keys, days=list(range(1000, 1000 + n)), ops=[i % 2 for i in range(n)],
+        keys,
+        days=list(range(1000, 1000 + n)),
+        ops=[i % 2 for i in range(n)],
         metadata=[(i, str(i).encode()) for i in with_md],  # raw bytes name the original index
-        idempotency_key=draw(st.none() | st.text(max_size=5)), request_digest=b"\x07" * 32,
+        idempotency_key=draw(st.none() | st.text(max_size=5)),
+        request_digest=b"\x07" * 32,
     )
     return b, keep
 

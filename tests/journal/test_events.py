@@ -7,7 +7,8 @@ import math
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journal import events as ev
 from tests.journal.helpers import batch
@@ -27,51 +28,107 @@ def activity_batches(draw) -> ev.ActivityBatchRecorded:
     idx = draw(st.lists(st.integers(0, max(n - 1, 0)), unique=True, max_size=n)) if n else []
     metadata = [(i, draw(st.binary(max_size=30))) for i in sorted(idx)]
     return ev.ActivityBatchRecorded.from_arrays(
-        np.array(keys, dtype=np.int64), np.array(days, dtype=np.int64), np.array(ops, dtype=np.uint8),
-        received_at=draw(FLOATS), metadata=metadata,
-        idempotency_key=draw(st.none() | TEXT), request_digest=draw(st.none() | st.binary(min_size=32, max_size=32)),
+        np.array(keys, dtype=np.int64),
+        np.array(days, dtype=np.int64),
+        np.array(ops, dtype=np.uint8),
+        received_at=draw(FLOATS),
+        metadata=metadata,
+        idempotency_key=draw(st.none() | TEXT),
+        request_digest=draw(st.none() | st.binary(min_size=32, max_size=32)),
     )
 
 
 NOISE = st.builds(
     ev.NoiseParams,
     distribution=st.sampled_from(["discrete_gaussian", "discrete_laplace", "lattice_gaussian_counter"]),
-    sigma=st.none() | FLOATS, scale=st.none() | FLOATS, sensitivity=FLOATS,
-    noise_multiplier=st.none() | FLOATS, counter=st.none() | st.sampled_from(["sqrt", "tree"]),
-    horizon_days=st.none() | SMALL, flip_bound=st.none() | SMALL, lattice_bits=st.none() | SMALL,
-    step=st.none() | SMALL, sensitivity_exact=st.none() | st.booleans(),
+    sigma=st.none() | FLOATS,
+    scale=st.none() | FLOATS,
+    sensitivity=FLOATS,
+    noise_multiplier=st.none() | FLOATS,
+    counter=st.none() | st.sampled_from(["sqrt", "tree"]),
+    horizon_days=st.none() | SMALL,
+    flip_bound=st.none() | SMALL,
+    lattice_bits=st.none() | SMALL,
+    step=st.none() | SMALL,
+    sensitivity_exact=st.none() | st.booleans(),
 )
 
 EVENTS = {
     ev.ActivityBatchRecorded: activity_batches(),
     ev.UserErased: st.builds(
-        ev.UserErased, erasure_id=TEXT, key=st.none() | INT64, requested_at=FLOATS,
+        ev.UserErased,
+        erasure_id=TEXT,
+        key=st.none() | INT64,
+        requested_at=FLOATS,
         counter_exits=st.dictionaries(TEXT, SMALL, max_size=4),
     ),
     ev.ErasurePurged: st.builds(
         ev.ErasurePurged, erasure_id=TEXT, requested_at=FLOATS, purged_at=FLOATS, events_removed=SMALL
     ),
     ev.BudgetCharged: st.builds(
-        ev.BudgetCharged, charge_id=TEXT, metric=st.sampled_from(["dau", "mau"]), accounting_period=TEXT,
-        mechanism=TEXT, parameter=FLOATS, sensitivity=FLOATS, epsilon=FLOATS, delta=FLOATS,
-        charged_at=FLOATS, purpose=st.sampled_from(["release", "revision", "counter_run"]),
+        ev.BudgetCharged,
+        charge_id=TEXT,
+        metric=st.sampled_from(["dau", "mau"]),
+        accounting_period=TEXT,
+        mechanism=TEXT,
+        parameter=FLOATS,
+        sensitivity=FLOATS,
+        epsilon=FLOATS,
+        delta=FLOATS,
+        charged_at=FLOATS,
+        purpose=st.sampled_from(["release", "revision", "counter_run"]),
     ),
     ev.Released: st.builds(
-        ev.Released, release_id=TEXT, metric=st.sampled_from(["dau", "mau"]), day=st.none() | SMALL,
-        end=st.none() | SMALL, window=st.none() | SMALL, revision=SMALL, estimate=INT64, lower_95=INT64,
-        upper_95=INT64, mechanism=TEXT, noise=NOISE, epsilon_used=FLOATS, delta=FLOATS, charge_id=TEXT,
-        accounting_period=TEXT, sketch_impl=st.sampled_from(["set", "theta"]), guarantee=TEXT,
-        budget_remaining=FLOATS, seen_seq=INT64, released_at=FLOATS,
+        ev.Released,
+        release_id=TEXT,
+        metric=st.sampled_from(["dau", "mau"]),
+        day=st.none() | SMALL,
+        end=st.none() | SMALL,
+        window=st.none() | SMALL,
+        revision=SMALL,
+        estimate=INT64,
+        lower_95=INT64,
+        upper_95=INT64,
+        mechanism=TEXT,
+        noise=NOISE,
+        epsilon_used=FLOATS,
+        delta=FLOATS,
+        charge_id=TEXT,
+        accounting_period=TEXT,
+        sketch_impl=st.sampled_from(["set", "theta"]),
+        guarantee=TEXT,
+        budget_remaining=FLOATS,
+        seen_seq=INT64,
+        released_at=FLOATS,
     ),
     ev.CounterStarted: st.builds(
-        ev.CounterStarted, run_id=TEXT, metric=TEXT, accounting_period=TEXT, first_day=SMALL, horizon=SMALL,
-        window=SMALL, kind=st.sampled_from(["sqrt", "tree"]), flip_bound=SMALL, noise_multiplier=FLOATS,
-        sensitivity=FLOATS, sensitivity_exact=st.booleans(), sigma=FLOATS, lattice_bits=SMALL,
-        noise=st.lists(INT64, max_size=10), epsilon=FLOATS, charge_id=TEXT, budget_remaining=FLOATS,
+        ev.CounterStarted,
+        run_id=TEXT,
+        metric=TEXT,
+        accounting_period=TEXT,
+        first_day=SMALL,
+        horizon=SMALL,
+        window=SMALL,
+        kind=st.sampled_from(["sqrt", "tree"]),
+        flip_bound=SMALL,
+        noise_multiplier=FLOATS,
+        sensitivity=FLOATS,
+        sensitivity_exact=st.booleans(),
+        sigma=FLOATS,
+        lattice_bits=SMALL,
+        noise=st.lists(INT64, max_size=10),
+        epsilon=FLOATS,
+        charge_id=TEXT,
+        budget_remaining=FLOATS,
         started_at=FLOATS,
     ),
     ev.CounterStepped: st.builds(
-        ev.CounterStepped, run_id=TEXT, t=SMALL, day=SMALL, z=INT64, exits_consumed=SMALL,
+        ev.CounterStepped,
+        run_id=TEXT,
+        t=SMALL,
+        day=SMALL,
+        z=INT64,
+        exits_consumed=SMALL,
         entered=st.lists(INT64, max_size=10).map(lambda ks: np.array(sorted(ks), dtype="<i8").tobytes()),
         left=st.lists(INT64, max_size=10).map(lambda ks: np.array(sorted(ks), dtype="<i8").tobytes()),
         frozen=SMALL,
@@ -85,7 +142,7 @@ def test_every_event_type_has_a_distinct_kind_and_a_strategy_here():
     kinds = [cls.KIND for cls in ev.EVENT_TYPES.values()]
     assert len(set(kinds)) == len(kinds)
     for kind, cls in ev.EVENT_TYPES.items():
-        assert cls.KIND == kind
+        assert kind == cls.KIND
         assert isinstance(cls.VERSION, int) and cls.VERSION >= 1
 
 

@@ -168,7 +168,9 @@ async def test_overloaded_when_the_queue_bound_would_be_exceeded(journal):
         r3 = await c.submit([batch([7, 8, 9, 10, 11])])
     assert [r.seq for r in r1 + r2 + r3] == [1, 7, 9, 10, 11]
     assert journal.head == 15
-    written = [k for r in await read_all(journal, kinds=[ev.ActivityBatchRecorded.KIND]) for k in r.event.key_array().tolist()]
+    written = [
+        k for r in await read_all(journal, kinds=[ev.ActivityBatchRecorded.KIND]) for k in r.event.key_array().tolist()
+    ]
     assert written == [1, 2, 3, 4, 5, 6, 12, 13, 7, 8, 9, 10, 11]  # the refused request was not written
     assert [r.seq for r in rec.records] == [1, 7, 9, 10, 11]
 

@@ -10,7 +10,9 @@ from journal import events as ev
 
 def batch(keys):
     keys = np.array(keys, dtype=np.int64)
-    return ev.ActivityBatchRecorded.from_arrays(keys, np.zeros(len(keys)), np.ones(len(keys), np.uint8), received_at=0.0)
+    return ev.ActivityBatchRecorded.from_arrays(
+        keys, np.zeros(len(keys)), np.ones(len(keys), np.uint8), received_at=0.0
+    )
 
 
 async def test_collected_postings_go_stale_after_a_rewrite(journal):

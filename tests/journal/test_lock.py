@@ -15,9 +15,8 @@ from journal.lock import DataDirBusy, DataDirLock
 def test_second_lock_on_the_same_directory_is_refused_while_the_first_is_held(tmp_path):
     with DataDirLock(tmp_path) as first:
         assert first.path == tmp_path / ".lock" and first.path.exists()
-        with pytest.raises(DataDirBusy, match="in use"):
-            with DataDirLock(tmp_path):
-                pass
+        with pytest.raises(DataDirBusy, match="in use"), DataDirLock(tmp_path):
+            pass
         with pytest.raises(DataDirBusy):  # still refused: the failed attempt released nothing
             DataDirLock(tmp_path).__enter__()
     with DataDirLock(tmp_path):  # released: a new holder gets it
@@ -25,9 +24,8 @@ def test_second_lock_on_the_same_directory_is_refused_while_the_first_is_held(tm
 
 
 def test_lock_can_be_taken_again_after_an_exception_in_the_body(tmp_path):
-    with pytest.raises(RuntimeError):
-        with DataDirLock(tmp_path):
-            raise RuntimeError("crash inside")
+    with pytest.raises(RuntimeError), DataDirLock(tmp_path):
+        raise RuntimeError("crash inside")
     with DataDirLock(tmp_path):
         pass
 

@@ -43,23 +43,31 @@ def unpack(b: bytes) -> list[int]:
 async def build(journal: Journal, keys: list[int]) -> dict:
     k1, k2, k3, k4, k5, *rest = keys
     s = {}
-    recs = await journal.append([
-        batch([k1, k2, k3], metadata=[(1, json.dumps({"x": 1}).encode())], idempotency_key="i1",
-              request_digest=b"\x11" * 32),
-        counter_started("r1"),
-        counter_step("r1", 1, entered=[k1, k3, k4], left=[k5]),
-        batch([k4, k4, k1]),
-    ])
+    recs = await journal.append(
+        [
+            batch(
+                [k1, k2, k3],
+                metadata=[(1, json.dumps({"x": 1}).encode())],
+                idempotency_key="i1",
+                request_digest=b"\x11" * 32,
+            ),
+            counter_started("r1"),
+            counter_step("r1", 1, entered=[k1, k3, k4], left=[k5]),
+            batch([k4, k4, k1]),
+        ]
+    )
     s["b1"], _, s["step"], s["b2"] = (r.seq for r in recs)
     await journal.index_pending()
-    recs = await journal.append([
-        erased(k2, "er-pending"),  # awaiting purge: its key must follow the rotation
-        ev.UserErased(erasure_id="er-done", key=None, requested_at=1.0, counter_exits={"r1": 1}),
-        ev.ErasurePurged(erasure_id="er-done", requested_at=1.0, purged_at=2.0, events_removed=3),
-        budget_charge(),
-        batch([k5, k2] + rest),  # unindexed tail
-        batch([]),  # an emptied batch
-    ])
+    recs = await journal.append(
+        [
+            erased(k2, "er-pending"),  # awaiting purge: its key must follow the rotation
+            ev.UserErased(erasure_id="er-done", key=None, requested_at=1.0, counter_exits={"r1": 1}),
+            ev.ErasurePurged(erasure_id="er-done", requested_at=1.0, purged_at=2.0, events_removed=3),
+            budget_charge(),
+            batch([k5, k2, *rest]),  # unindexed tail
+            batch([]),  # an emptied batch
+        ]
+    )
     s["tomb"], s["done"], s["audit"], s["charge"], s["b3"], s["empty"] = (r.seq for r in recs)
     return s
 

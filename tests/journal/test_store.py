@@ -10,7 +10,8 @@ import anyio
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journal import events as ev
 from journal.store import BUCKETS, MAX_SEGMENTS_PER_BUCKET, Journal, _sorted_unique_pairs, bucket_of
