@@ -18,20 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 
 from actors.privacy import accounting
 from actors.privacy.accounting import Charge
 from actors.runtime import Actor, Ask
-from actors.settings import EngineSettings
+from actors.settings import METRICS, EngineSettings
 from actors.state import periods
-from actors.state.ledger import METRICS, Ledger
-from journal.events import BudgetCharged
+from actors.state.ledger import Ledger, LedgerSnapshot
+from journal.events import BudgetCharged, Metric
 
 
 @dataclass(frozen=True)
 class Quote:
     fits: bool
-    metric: str
+    metric: Metric
     period: str
     spent: float  # before the new charge
     after: float  # with the new charge
@@ -39,22 +40,51 @@ class Quote:
     next_reset: str  # first day of the next accounting period
 
 
-@dataclass(slots=True)
-class QuoteCharge(Ask):
-    metric: str = ""
-    period: periods.Period | None = None
-    charge: Charge | None = None
+class MetricSpend(msgspec.Struct, frozen=True):
+    """One metric's spend in one accounting period (epsilon at ``delta``, tight PLD composition)."""
+
+    epsilon_spent: float
+    epsilon_cap: float
+    epsilon_remaining: float
+    delta: float
+    charges: int
+
+
+class CombinedSpend(msgspec.Struct, frozen=True):
+    """Every metric's charges of the period composed together: the per-user worst case."""
+
+    epsilon_spent: float
+    delta: float
+    charges: int
+
+
+class PeriodBudget(msgspec.Struct, frozen=True):
+    accounting_period: str
+    metrics: dict[str, MetricSpend]
+    combined: CombinedSpend
+
+
+class BudgetReportOut(msgspec.Struct, frozen=True):
+    delta: float
+    periods: list[PeriodBudget]
 
 
 @dataclass(slots=True)
-class BudgetReport(Ask):
-    period: str | None = None  # None = every period with charges, plus the current one
-    today: int = 0
+class QuoteCharge(Ask[Quote]):
+    metric: Metric
+    period: periods.Period
+    charge: Charge
 
 
 @dataclass(slots=True)
-class LedgerBarrier(Ask):
-    seq: int = 0
+class BudgetReport(Ask[BudgetReportOut]):
+    period: str | None  # None = every period with charges, plus the current one
+    today: int
+
+
+@dataclass(slots=True)
+class LedgerBarrier(Ask[LedgerSnapshot]):
+    seq: int
 
 
 class AccountantActor(Actor):
@@ -81,40 +111,32 @@ class AccountantActor(Actor):
             raise TypeError(f"accountant cannot handle {type(message).__name__}")
 
     async def _quote(self, q: QuoteCharge) -> Quote:
-        assert q.period is not None and q.charge is not None
         s = self.settings
         charges = self.ledger.charges(q.metric, q.period.label)
         spent = await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, s.delta)
         ok, after = await anyio.to_thread.run_sync(accounting.fits, charges, q.charge, s.cap(q.metric), s.delta)
         return Quote(ok, q.metric, q.period.label, spent, after, s.cap(q.metric), next_reset(q.period))
 
-    async def _report(self, r: BudgetReport) -> dict:
+    async def _report(self, r: BudgetReport) -> BudgetReportOut:
         labels = (
             [r.period]
             if r.period
             else sorted(set(self.ledger.periods()) | {periods.period_of(r.today, self.settings.privacy_period).label})
         )
-        return {"delta": self.settings.delta, "periods": [await self._period_report(p) for p in labels]}
+        return BudgetReportOut(self.settings.delta, [await self._period_report(p) for p in labels])
 
-    async def _period_report(self, label: str) -> dict:
+    async def _period_report(self, label: str) -> PeriodBudget:
         s = self.settings
-        out: dict = {"accounting_period": label, "metrics": {}}
+        metrics: dict[str, MetricSpend] = {}
         both: list[Charge] = []
         for metric in METRICS:
             charges = self.ledger.charges(metric, label)
             both += charges
             spent = await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, s.delta)
             cap = s.cap(metric)
-            out["metrics"][metric] = {
-                "epsilon_spent": spent,
-                "epsilon_cap": cap,
-                "epsilon_remaining": max(0.0, cap - spent),
-                "delta": s.delta,
-                "charges": len(charges),
-            }
+            metrics[metric] = MetricSpend(spent, cap, max(0.0, cap - spent), s.delta, len(charges))
         combined = await anyio.to_thread.run_sync(accounting.compose_epsilon, both, s.delta)
-        out["combined"] = {"epsilon_spent": combined, "delta": s.delta, "charges": len(both)}
-        return out
+        return PeriodBudget(label, metrics, CombinedSpend(combined, s.delta, len(both)))
 
 
 def next_reset(period: periods.Period) -> str:

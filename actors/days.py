@@ -38,15 +38,15 @@ class EraseKeys:
 
 
 @dataclass(slots=True)
-class GetView(Ask):
-    with_theta: bool = False
+class GetView(Ask["DayView"]):
+    with_theta: bool
 
 
 @dataclass(slots=True)
-class Barrier(Ask):
+class Barrier(Ask[tuple[Membership, int]]):
     """Reply with (folded membership, seq) as of the dispatch position ``seq``."""
 
-    seq: int = 0
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)

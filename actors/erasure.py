@@ -12,7 +12,6 @@ Rules:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,20 +19,27 @@ import anyio
 import structlog
 
 from actors.runtime import Actor, Ask
-from actors.state.erasure_book import ErasureBook, ErasureEntry
+from actors.state.erasure_book import ErasureBook, ErasureEntry, ErasureSnapshot
 from journal.events import ErasurePurged, UserErased
 
 log = structlog.get_logger("actors.erasure")
 
 
 @dataclass(slots=True)
-class Lookup(Ask):
-    erasure_id: str = ""
+class Lookup(Ask[ErasureEntry | None]):
+    erasure_id: str
 
 
 @dataclass(slots=True)
-class ErasureBarrier(Ask):
-    seq: int = 0
+class ErasureBarrier(Ask[ErasureSnapshot]):
+    seq: int
+
+
+@dataclass(slots=True)
+class PlanPurge(Ask[tuple[list[ErasureEntry], float | None]]):
+    """Reply ``(entries to purge now, next time one falls due or None)`` as of ``now``."""
+
+    now: float
 
 
 Purge = Callable[[list[ErasureEntry]], Awaitable[None]]
@@ -42,11 +48,14 @@ Purge = Callable[[list[ErasureEntry]], Awaitable[None]]
 class ErasureActor(Actor):
     kind = "erasure"
 
-    def __init__(self, book: ErasureBook, *, capacity: int, purge_delay: float, purge: Purge) -> None:
+    def __init__(
+        self, book: ErasureBook, *, capacity: int, purge_delay: float, purge: Purge, now: Callable[[], float]
+    ) -> None:
         super().__init__("erasure", capacity)
         self.book = book
         self.purge_delay = purge_delay
         self._purge = purge
+        self._now = now
         self._changed = anyio.Event()
         self.retry_seconds = 5.0
 
@@ -61,23 +70,25 @@ class ErasureActor(Actor):
         elif isinstance(message, ErasureBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())
+        elif isinstance(message, PlanPurge):
+            due = self.book.outstanding() if self.book.due(message.now, self.purge_delay) else []
+            message.reply.set_result((due, self.book.next_due(self.purge_delay)))
         else:
             raise TypeError(f"erasure actor cannot handle {type(message).__name__}")
 
     async def purge_loop(self) -> None:
-        """Purge every erasure once its delay has passed (rule 4). Owned by the system's task group."""
+        """Purge every erasure once its delay has passed (rule 4). Owned by the system's task group;
+        it reads the book only by asking the actor, so the book is touched by the actor's task alone."""
         while True:
-            self.drain_feed()
-            if self.book.due(time.time(), self.purge_delay):
-                outstanding = self.book.outstanding()
+            due, nxt = await self.ask(PlanPurge(now=self._now()))
+            if due:
                 try:
-                    await self._purge(outstanding)
+                    await self._purge(due)
                 except Exception as exc:  # retried; meanwhile the user stays erased in every state
-                    log.error("purge_failed", error=repr(exc), erasures=len(outstanding))
+                    log.error("purge_failed", error=repr(exc), erasures=len(due))
                     await anyio.sleep(self.retry_seconds)
                 continue
-            nxt = self.book.next_due(self.purge_delay)
-            timeout = None if nxt is None else max(0.0, nxt - time.time()) + 0.01
-            with anyio.move_on_after(timeout if timeout is not None else 3600):
+            timeout = 3600.0 if nxt is None else max(0.0, nxt - self._now()) + 0.01
+            with anyio.move_on_after(timeout):
                 await self._changed.wait()
             self._changed = anyio.Event()

@@ -24,7 +24,7 @@ import datetime as dt
 import functools
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,10 +37,11 @@ from actors.days import DayView
 from actors.privacy import accounting, counters, flippancy, mechanisms
 from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.runtime import Actor, Ask
-from actors.settings import COUNTER_MECHANISMS, EngineSettings
+from actors.settings import COUNTER_MECHANISMS, EngineSettings, IndependentMechanism
 from actors.state import membership, periods
-from actors.state.release_book import Key, ReleaseBook
+from actors.state.release_book import ReleaseBook, ReleaseKey, ReleaseSnapshot
 from journal import events as ev
+from journal.events import ChargePurpose, CounterKind, MechanismName, Metric
 from journal.groupcommit import Committer
 
 
@@ -49,18 +50,18 @@ class DayViews(Protocol):
 
 
 @dataclass(slots=True)
-class RequestRelease(Ask):
-    key: Key = ("dau", 0, 1)
+class RequestRelease(Ask[ev.Released]):
+    key: ReleaseKey
 
 
 @dataclass(slots=True)
-class RequestRevision(Ask):
-    key: Key = ("dau", 0, 1)
+class RequestRevision(Ask[ev.Released]):
+    key: ReleaseKey
 
 
 @dataclass(slots=True)
-class ReleaseBarrier(Ask):
-    seq: int = 0
+class ReleaseBarrier(Ask[ReleaseSnapshot]):
+    seq: int
 
 
 THETA_GUARANTEE = (
@@ -111,15 +112,15 @@ class ReleaseActor(Actor):
 
     # -- entry points ----------------------------------------------------------------------
 
-    async def _release(self, key: Key) -> ev.Released:
+    async def _release(self, key: ReleaseKey) -> ev.Released:
         existing = self.book.latest(key)
         if existing is not None:
             return existing
-        metric, day, window = key
+        metric, day, window = key.metric, key.day, key.window
         self._check_closed(day)
         period = periods.period_of(day, self.settings.privacy_period)
         mechanism = self.settings.mechanism(metric)
-        if mechanism in COUNTER_MECHANISMS and window == self._default_window(metric):
+        if (mechanism == "sqrt" or mechanism == "tree") and window == self._default_window(metric):
             await self._counter_release(metric, day, period, mechanism)
         else:
             await self._independent(key, _independent_of(mechanism), period)
@@ -127,11 +128,11 @@ class ReleaseActor(Actor):
         assert released is not None
         return released
 
-    async def _revise(self, key: Key) -> ev.Released:
+    async def _revise(self, key: ReleaseKey) -> ev.Released:
         if self.book.latest(key) is None:
-            raise NothingToRevise(f"no release of {key[0]} for that period yet; request it first")
-        period = periods.period_of(key[1], self.settings.privacy_period)
-        await self._independent(key, _independent_of(self.settings.mechanism(key[0])), period)
+            raise NothingToRevise(f"no release of {key.metric} for that period yet; request it first")
+        period = periods.period_of(key.day, self.settings.privacy_period)
+        await self._independent(key, _independent_of(self.settings.mechanism(key.metric)), period)
         released = self.book.latest(key)
         assert released is not None
         return released
@@ -141,10 +142,10 @@ class ReleaseActor(Actor):
         if not periods.is_closed(day, self.clock(), s.tz, s.lateness_hours):
             raise NotClosed(periods.closes_at(day, s.tz, s.lateness_hours).isoformat())
 
-    def _default_window(self, metric: str) -> int:
+    def _default_window(self, metric: Metric) -> int:
         return 1 if metric == "dau" else self.settings.mau_window_days
 
-    async def _quote(self, metric: str, period: periods.Period, charge: accounting.Charge) -> Quote:
+    async def _quote(self, metric: Metric, period: periods.Period, charge: accounting.Charge) -> Quote:
         quote: Quote = await self.accountant.ask(QuoteCharge(metric=metric, period=period, charge=charge))
         if not quote.fits:
             raise BudgetExhausted(metric, period.label, quote.spent, quote.after, quote.cap, quote.next_reset)
@@ -152,9 +153,9 @@ class ReleaseActor(Actor):
 
     # -- independent releases (gaussian / laplace, and every revision) ---------------------
 
-    async def _independent(self, key: Key, mechanism: str, period: periods.Period) -> None:
+    async def _independent(self, key: ReleaseKey, mechanism: IndependentMechanism, period: periods.Period) -> None:
         s = self.settings
-        metric, end, window = key
+        metric, end, window = key.metric, key.day, key.window
         cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
         quote = await self._quote(metric, period, cal.charge)
         theta = s.sketch_impl == "theta"
@@ -170,7 +171,7 @@ class ReleaseActor(Actor):
         )
         noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
         revision = len(self.book.by_key.get(key, ()))
-        purpose = "revision" if revision else "release"
+        purpose: ChargePurpose = "revision" if revision else "release"
 
         def prepare() -> list[ev.Event]:
             erased, _ = pending_erasures(self.feed, None)
@@ -206,7 +207,7 @@ class ReleaseActor(Actor):
 
     # -- continual counters ----------------------------------------------------------------
 
-    async def _counter_release(self, metric: str, day: int, period: periods.Period, kind: str) -> None:
+    async def _counter_release(self, metric: Metric, day: int, period: periods.Period, kind: CounterKind) -> None:
         run = self.book.run_for(metric, period.label)
         if run is None:
             await self._start_run(metric, period, kind)
@@ -216,11 +217,15 @@ class ReleaseActor(Actor):
         while run.t < target:
             await self._step(run, metric, period)
 
-    async def _start_run(self, metric: str, period: periods.Period, kind: str) -> None:
+    async def _start_run(self, metric: Metric, period: periods.Period, kind: CounterKind) -> None:
         s = self.settings
-        epsilon = s.counter_epsilon(metric) or await anyio.to_thread.run_sync(
-            accounting.default_counter_epsilon, period.days, s.epsilon(metric), s.delta
-        )
+        configured = s.counter_epsilon(metric)
+        if configured is not None:
+            epsilon = configured
+        else:
+            epsilon = await anyio.to_thread.run_sync(
+                accounting.default_counter_epsilon, period.days, s.epsilon(metric), s.delta
+            )
         plan = await anyio.to_thread.run_sync(
             mechanisms.counter_plan, kind, period.days, s.w_bound, epsilon, s.delta, s.lattice_bits
         )
@@ -257,11 +262,11 @@ class ReleaseActor(Actor):
         plan = self._plans.get(run.run_id)
         if plan is None:
             st = run.started
-            plan = counters.plan_counter(st.kind, st.horizon, st.flip_bound, st.noise_multiplier, st.lattice_bits)  # type: ignore[arg-type]
+            plan = counters.plan_counter(st.kind, st.horizon, st.flip_bound, st.noise_multiplier, st.lattice_bits)
             self._plans[run.run_id] = plan
         return plan
 
-    async def _step(self, run: flippancy.CounterRun, metric: str, period: periods.Period) -> None:
+    async def _step(self, run: flippancy.CounterRun, metric: Metric, period: periods.Period) -> None:
         t = run.t + 1
         day = period.first_day + t - 1
         window = run.started.window
@@ -269,7 +274,7 @@ class ReleaseActor(Actor):
         members = await anyio.to_thread.run_sync(membership.union, [v.members for v in views])
         proposal = await anyio.to_thread.run_sync(flippancy.plan_step, run, members)
         plan = await anyio.to_thread.run_sync(self._plan, run)
-        key: Key = (metric, day, window)
+        key = ReleaseKey(metric, day, window)
         revision = len(self.book.by_key.get(key, ()))
 
         def prepare() -> list[ev.Event]:
@@ -307,7 +312,7 @@ class ReleaseActor(Actor):
     # -- records ---------------------------------------------------------------------------
 
     def _charge_event(
-        self, metric: str, period: periods.Period, charge: accounting.Charge, epsilon: float, purpose: str
+        self, metric: Metric, period: periods.Period, charge: accounting.Charge, epsilon: float, purpose: ChargePurpose
     ) -> ev.BudgetCharged:
         return ev.BudgetCharged(
             charge_id=uuid.uuid4().hex,
@@ -324,10 +329,10 @@ class ReleaseActor(Actor):
 
     def _released(
         self,
-        key: Key,
+        key: ReleaseKey,
         revision: int,
         noisy: mechanisms.Noisy,
-        mechanism: str,
+        mechanism: MechanismName,
         params: ev.NoiseParams,
         epsilon: float,
         delta: float,
@@ -362,9 +367,9 @@ class ReleaseActor(Actor):
         )
 
 
-def _independent_of(mechanism: str) -> str:
+def _independent_of(mechanism: MechanismName) -> IndependentMechanism:
     """Counter metrics release revisions and non-default windows with the Gaussian mechanism."""
-    return mechanism if mechanism in ("gaussian", "laplace") else "gaussian"
+    return "laplace" if mechanism == "laplace" else "gaussian"
 
 
 def _independent_guarantee(cal: mechanisms.Calibrated, period: periods.Period) -> str:
@@ -375,7 +380,7 @@ def _independent_guarantee(cal: mechanisms.Calibrated, period: periods.Period) -
     )
 
 
-def pending_erasures(feed, run_id: str | None) -> tuple[np.ndarray, int]:
+def pending_erasures(feed: Iterable[tuple[int, object]], run_id: str | None) -> tuple[np.ndarray, int]:
     """Keys erased, and anonymous counter exits owed to ``run_id``, among fed-but-unapplied records."""
     keys: list[int] = []
     exits = 0

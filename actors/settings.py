@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-MECHANISMS = ("gaussian", "laplace", "sqrt", "tree")
-COUNTER_MECHANISMS = ("sqrt", "tree")
+from journal.events import CounterKind, MechanismName, Metric, SketchImpl
+
+PeriodKind = Literal["month", "week", "quarter", "year"]
+IndependentMechanism = Literal["gaussian", "laplace"]
+MECHANISMS: tuple[MechanismName, ...] = get_args(MechanismName)
+COUNTER_MECHANISMS: tuple[CounterKind, ...] = get_args(CounterKind)
+METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # releases and privacy (DESIGN.md section 6; product defaults in section 10)
-    dau_mechanism: str = "gaussian"
+    dau_mechanism: MechanismName = "gaussian"
     # gaussian: the evaluation (eval/, README "Evaluation") finds it has the lowest total error on
     # realistic churn at the default budget and W_BOUND 2 (counters lose to freezing bias).
-    mau_mechanism: str = "gaussian"
+    mau_mechanism: MechanismName = "gaussian"
     epsilon_dau: float = 0.3
     epsilon_mau: float = 0.5
     delta: float = 1e-6
@@ -32,8 +38,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     max_window_days: int = 366
     timezone: str = "UTC"
     lateness_hours: float = 0.0
-    privacy_period: str = "month"
-    sketch_impl: str = "set"  # "set" (exact) | "theta"
+    privacy_period: PeriodKind = "month"
+    sketch_impl: SketchImpl = "set"  # "set" (exact) | "theta"
     theta_lg_k: int = 12
     # runtime
     day_mailbox: int = 64
@@ -71,14 +77,14 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def mechanism(self, metric: str) -> str:
+    def mechanism(self, metric: Metric) -> MechanismName:
         return self.dau_mechanism if metric == "dau" else self.mau_mechanism
 
-    def epsilon(self, metric: str) -> float:
+    def epsilon(self, metric: Metric) -> float:
         return self.epsilon_dau if metric == "dau" else self.epsilon_mau
 
-    def cap(self, metric: str) -> float:
+    def cap(self, metric: Metric) -> float:
         return self.dau_budget_total if metric == "dau" else self.mau_budget_total
 
-    def counter_epsilon(self, metric: str) -> float | None:
+    def counter_epsilon(self, metric: Metric) -> float | None:
         return self.counter_epsilon_dau if metric == "dau" else self.counter_epsilon_mau

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from actors.state import periods
 from actors.state.periods import EPOCH_ORDINAL
+from actors.state.release_book import ReleaseKey
 from actors.system import ActorSystem
 from gateway import openapi
 from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
@@ -114,7 +115,9 @@ def decode_events(body: bytes, cfg: Config) -> list[EventIn]:
     return events
 
 
-def to_columns(events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, now: dt.datetime):
+def to_columns(
+    events: list[EventIn], cfg: Config, pseudonyms: Pseudonymizer, now: dt.datetime
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, bytes]]]:
     gw = cfg.gateway
     prefix = "$.events" if len(events) > 1 else "$"
     days = np.fromiter((e.day.toordinal() for e in events), dtype=np.int64, count=len(events)) - EPOCH_ORDINAL
@@ -171,8 +174,8 @@ async def post_event(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     events = decode_events(await request.read(), cfg)
     system = app[SYSTEM]
-    columns = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
-    receipt, replayed = await system.ingest(*columns, idempotency_key=key)
+    keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
+    receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=key)
     if not replayed:
         app[METRICS].events.inc(receipt.ingested)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
@@ -203,7 +206,7 @@ def parse_window(text: str | None, cfg: Config) -> int:
 
 async def get_dau(request: web.Request) -> web.Response:
     day = parse_day(request.match_info["day"], "day")
-    released = await request.app[SYSTEM].release(("dau", day, 1))
+    released = await request.app[SYSTEM].release(ReleaseKey.dau(day))
     return json(release_out(released))
 
 
@@ -211,7 +214,7 @@ async def get_mau(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     end = parse_day(request.query.get("end"), "end")
     window = parse_window(request.query.get("window"), cfg)
-    released = await request.app[SYSTEM].release(("mau", end, window))
+    released = await request.app[SYSTEM].release(ReleaseKey.mau(end, window))
     return json(release_out(released))
 
 
@@ -224,14 +227,14 @@ async def post_revise(request: web.Request) -> web.Response:
     if body.metric == "dau":
         if body.day is None:
             raise BadRequest(422, "missing_field", "day is required for metric dau", "$.day")
-        key = ("dau", body.day.toordinal() - EPOCH_ORDINAL, 1)
+        key = ReleaseKey.dau(body.day.toordinal() - EPOCH_ORDINAL)
     else:
         if body.end is None:
             raise BadRequest(422, "missing_field", "end is required for metric mau", "$.end")
         window = body.window or cfg.engine.mau_window_days
         if window > cfg.engine.max_window_days:
             raise BadRequest(422, "invalid_window", f"window must be at most {cfg.engine.max_window_days}", "$.window")
-        key = ("mau", body.end.toordinal() - EPOCH_ORDINAL, window)
+        key = ReleaseKey.mau(body.end.toordinal() - EPOCH_ORDINAL, window)
     released = await request.app[SYSTEM].revise(key)
     return json(release_out(released), status=201)
 
@@ -295,7 +298,7 @@ async def get_healthz(request: web.Request) -> web.Response:
 async def get_readyz(request: web.Request) -> web.Response:
     system = request.app.get(SYSTEM)
     ready = bool(system and system.ready and system.committer.failure is None)
-    body = {"ready": ready}
+    body: dict[str, bool | int] = {"ready": ready}
     if system is not None:
         body["journal_seq"] = system.journal.head
     return json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir")
     s.set_defaults(func=cmd_serve)
 
-    def client(name: str, help_: str):
+    def client(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
         c.add_argument("--url", help="server URL (default http://$HOST:$PORT)")
         return c
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--period")
     c.set_defaults(func=cmd_budget)
 
-    def offline(name: str, help_: str):
+    def offline(name: str, help_: str) -> argparse.ArgumentParser:
         o = sub.add_parser(name, help=help_)
         o.add_argument("--data-dir")
         return o
@@ -151,7 +152,7 @@ def _url(args: argparse.Namespace, cfg: config_mod.Config) -> str:
 
 def _request(
     cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict]:
+) -> tuple[int, dict[str, Any]]:
     import urllib.error
     import urllib.request
 
@@ -169,34 +170,34 @@ def _request(
         raise ClientError(f"cannot reach {url}: {exc.reason} (is `make run` running?)") from None
 
 
-def _show(status: int, body: dict) -> int:
+def _show(status: int, body: dict[str, Any]) -> int:
     print(json.dumps(body, indent=2))
     return 0 if status < 400 else 1
 
 
-def cmd_dau(args, cfg) -> int:
+def cmd_dau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/dau/{args.day}"))
 
 
-def cmd_mau(args, cfg) -> int:
+def cmd_mau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     window = f"&window={args.window}" if args.window else ""
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/mau?end={args.end}{window}"))
 
 
-def cmd_erase(args, cfg) -> int:
+def cmd_erase(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     return _show(*_request(cfg, "POST", f"{_url(args, cfg)}/erasure", {"user_id": args.user_id}))
 
 
-def cmd_erasure_status(args, cfg) -> int:
+def cmd_erasure_status(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/erasure/{args.erasure_id}"))
 
 
-def cmd_budget(args, cfg) -> int:
+def cmd_budget(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     period = f"?period={args.period}" if args.period else ""
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/budget{period}"))
 
 
-def read_events(path: Path) -> Iterator[dict]:
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
     """JSONL (one event object per line) or CSV with a header user_id,op,day[,metadata]."""
     with open(path, newline="", encoding="utf-8") as fh:
         if path.suffix.lower() == ".csv":
@@ -211,10 +212,11 @@ def read_events(path: Path) -> Iterator[dict]:
                     yield json.loads(line)
 
 
-def cmd_ingest(args, cfg) -> int:
+def cmd_ingest(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     url = f"{_url(args, cfg)}/event"
     tty = sys.stderr.isatty()
-    sent, started, batch = 0, time.monotonic(), []
+    sent, started = 0, time.monotonic()
+    batch: list[dict[str, Any]] = []
 
     def flush() -> None:
         nonlocal sent, batch
@@ -247,35 +249,35 @@ def cmd_ingest(args, cfg) -> int:
 # -- maintenance (offline) -------------------------------------------------------------------
 
 
-def cmd_replay(args, cfg) -> int:
+def cmd_replay(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.replay, cfg.engine, cfg.data_dir), indent=2))
     return 0
 
 
-def cmd_snapshot(args, cfg) -> int:
+def cmd_snapshot(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.snapshot, cfg.engine, cfg.data_dir, args.out), indent=2))
     return 0
 
 
-def cmd_restore(args, cfg) -> int:
+def cmd_restore(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.restore, cfg.engine, cfg.data_dir, args.file), indent=2))
     return 0
 
 
-def cmd_compact(args, cfg) -> int:
+def cmd_compact(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
     print(json.dumps(anyio.run(maintenance.compact, cfg.engine, cfg.data_dir), indent=2))
     return 0
 
 
-def cmd_rotate_salt(args, cfg) -> int:
+def cmd_rotate_salt(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from gateway import rotation
 
     print(json.dumps(anyio.run(rotation.rotate, cfg), indent=2))

@@ -83,7 +83,7 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env
     env = read_dotenv(dotenv) if dotenv is not None else {}
     env.update(os.environ if environ is None else environ)
     gw = _pick(GatewaySettings, env)
-    gw.update({k: v for k, v in overrides.items() if v is not None})
+    gw.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:
         gateway = msgspec.convert(gw, GatewaySettings, strict=False)
         engine = msgspec.convert(_pick(EngineSettings, env), EngineSettings, strict=False)

@@ -1,12 +1,16 @@
 """Every failure leaves as JSON ``{"error": code, "detail": text, ...}``; nothing else escapes.
 
-The table below is the whole mapping from what went wrong to what the client sees. Refusals
-that are about load (not about the request) carry ``Retry-After``.
+``ERRORS`` below is the whole mapping from what went wrong (an exception type) to what the
+client sees (status, code, extra fields, Retry-After). Refusals that are about load, not about
+the request, carry ``Retry-After``. Anything not in the table is a bug: logged, answered 500.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import structlog
@@ -18,6 +22,8 @@ from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
 
 log = structlog.get_logger("gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _FIELD = re.compile(r"- at `(\$[^`]*)`")
 
@@ -42,7 +48,7 @@ def error_response(
     detail: str,
     *,
     field: str | None = None,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
     retry_after: int | None = None,
 ) -> web.Response:
     body = msgspec.to_builtins(ErrorOut(code, detail, field))
@@ -50,6 +56,33 @@ def error_response(
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
+
+@dataclass(frozen=True)
+class Mapping:
+    """How one kind of failure is answered."""
+
+    status: int
+    code: str
+    detail: Callable[[Any], str] = str
+    extra: Callable[[Any], dict[str, Any] | None] = lambda exc: None
+    retry_after: Callable[[Any], int | None] = lambda exc: None
+
+
+ERRORS: dict[type[Exception], Mapping] = {
+    NotClosed: Mapping(409, "period_not_closed", extra=lambda e: {"closes_at": e.closes_at}),
+    BudgetExhausted: Mapping(429, "budget_exhausted", extra=lambda e: e.body),
+    NothingToRevise: Mapping(404, "no_release"),
+    IdempotencyConflict: Mapping(
+        422, "idempotency_key_reused", lambda e: "this Idempotency-Key was used with a different batch"
+    ),
+    Overloaded: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
+    MailboxFull: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
+    NotReady: Mapping(503, "not_ready", retry_after=lambda e: e.retry_after),
+    Closed: Mapping(503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2),
+    ActorStopped: Mapping(
+        503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2
+    ),
+}
 
 _HTTP_CODES = {
     404: "not_found",
@@ -59,8 +92,24 @@ _HTTP_CODES = {
 }
 
 
+def _mapped(exc: Exception) -> web.Response | None:
+    for cls in type(exc).__mro__:
+        mapping = ERRORS.get(cls)
+        if mapping is not None:
+            field = "Idempotency-Key" if isinstance(exc, IdempotencyConflict) else None
+            return error_response(
+                mapping.status,
+                mapping.code,
+                mapping.detail(exc),
+                field=field,
+                extra=mapping.extra(exc),
+                retry_after=mapping.retry_after(exc),
+            )
+    return None
+
+
 @web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:
@@ -68,30 +117,11 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(
-            exc.status, _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_")), exc.text or exc.reason
-        )
-    except NotClosed as exc:
-        return error_response(409, "period_not_closed", str(exc), extra={"closes_at": exc.closes_at})
-    except BudgetExhausted as exc:
-        return error_response(429, "budget_exhausted", str(exc), extra=exc.body)
-    except NothingToRevise as exc:
-        return error_response(404, "no_release", str(exc))
-    except IdempotencyConflict:
-        return error_response(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different batch",
-            field="Idempotency-Key",
-        )
-    except Overloaded as exc:
-        return error_response(503, "overloaded", str(exc), retry_after=exc.retry_after)
-    except MailboxFull as exc:
-        return error_response(503, "overloaded", str(exc), retry_after=exc.retry_after)
-    except NotReady as exc:
-        return error_response(503, "not_ready", str(exc), retry_after=exc.retry_after)
-    except (Closed, ActorStopped):
-        return error_response(503, "shutting_down", "the service is stopping; retry shortly", retry_after=2)
+        code = _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
+        return error_response(exc.status, code, exc.text or exc.reason)
     except Exception as exc:
+        mapped = _mapped(exc)
+        if mapped is not None:
+            return mapped
         log.exception("unhandled_error", route=request.path, error=repr(exc))
         return error_response(500, "internal_error", "unexpected error; it has been logged")

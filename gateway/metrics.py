@@ -8,9 +8,14 @@ here, behind the API key, and never in a release response.)
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
-disable_created_metrics()  # *_created series double the output and say nothing useful here
+from actors.accountant import BudgetReportOut
+from actors.system.facade import SystemStats
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and say nothing useful here
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -40,7 +45,7 @@ class Metrics:
             "dpdau_budget_epsilon_spent", "Epsilon spent (tight PLD composition)", ["metric", "period"], registry=r
         )
         self.ready = Gauge("dpdau_ready", "1 when replay has finished", registry=r)
-        self._children: dict[tuple, tuple] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Per-request accounting; label children are cached (``labels()`` costs a lock + dict)."""
@@ -54,21 +59,21 @@ class Metrics:
         children[0].observe(seconds)
         children[1].inc()
 
-    def update(self, stats: dict, budget: dict | None) -> None:
-        self.ready.set(1 if stats.get("ready") else 0)
-        self.journal_seq.set(stats.get("journal_seq", 0))
-        self.pending.set(stats.get("pending_events", 0))
-        self.commit_groups.set(stats.get("commit_groups", 0))
-        self.day_actors.set(stats.get("day_actors", 0))
-        self.releases.set(stats.get("releases", 0))
-        for actor, depth in stats.get("mailbox_depth", {}).items():
+    def update(self, stats: SystemStats, budget: BudgetReportOut | None) -> None:
+        self.ready.set(1 if stats.ready else 0)
+        self.journal_seq.set(stats.journal_seq)
+        self.pending.set(stats.pending_events)
+        self.commit_groups.set(stats.commit_groups)
+        self.day_actors.set(stats.day_actors)
+        self.releases.set(stats.releases)
+        for actor, depth in stats.mailbox_depth.items():
             self.mailbox.labels(actor).set(depth)
-        for actor, n in stats.get("actor_crashes", {}).items():
+        for actor, n in stats.actor_crashes.items():
             self.crashes.labels(actor).set(n)
-        for period in (budget or {}).get("periods", []):
-            for metric, m in period["metrics"].items():
-                self.budget.labels(metric, period["accounting_period"]).set(m["epsilon_spent"])
-            self.budget.labels("combined", period["accounting_period"]).set(period["combined"]["epsilon_spent"])
+        for period in budget.periods if budget is not None else []:
+            for metric, m in period.metrics.items():
+                self.budget.labels(metric, period.accounting_period).set(m.epsilon_spent)
+            self.budget.labels("combined", period.accounting_period).set(period.combined.epsilon_spent)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

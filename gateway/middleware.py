@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, METRICS
-from gateway.errors import error_response
+from gateway.errors import Handler, error_response
 
 log = structlog.get_logger("gateway")
 OPEN_PATHS = frozenset({"/healthz"})
@@ -25,7 +25,7 @@ def _route(request: web.Request) -> str:
 
 
 @web.middleware
-async def observe_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     request_id = request.headers.get("X-Request-Id") or f"{_PREFIX}-{next(_ids)}"
     structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -42,7 +42,7 @@ async def observe_middleware(request: web.Request, handler) -> web.StreamRespons
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     expected = request.app[CONFIG].gateway.api_key
     if expected and request.path not in OPEN_PATHS:
         given = request.headers.get("X-API-Key", "")

@@ -6,6 +6,8 @@ and not the other, and another validates live responses against these schemas.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from aiohttp import web
 
@@ -28,11 +30,11 @@ _SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
 )
 
 
-def _ref(name: str) -> dict:
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": _REF.format(name=name)}
 
 
-def _json(schema: dict, description: str) -> dict:
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -40,7 +42,7 @@ _ERROR = _json(_ref("ErrorOut"), "Error: `error` is a code, `detail` says what i
 _OBJECT = {"type": "object"}
 _DAY = {"type": "string", "format": "date"}
 
-OPERATIONS: dict[tuple[str, str], dict] = {
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/event"): {
         "summary": "Ingest one event or a batch; answers after the events are durable",
         "parameters": [
@@ -132,8 +134,8 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 }
 
 
-def document(app: web.Application | None = None) -> dict:
-    paths: dict[str, dict] = {}
+def document(app: web.Application | None = None) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in OPERATIONS.items():
         paths.setdefault(path, {})[method] = op
     return {
@@ -156,7 +158,7 @@ def document(app: web.Application | None = None) -> dict:
 def app_routes(app: web.Application) -> set[tuple[str, str]]:
     out = set()
     for route in app.router.routes():
-        if route.method in ("HEAD", "OPTIONS"):
+        if route.method in ("HEAD", "OPTIONS") or route.resource is None:
             continue
         out.add((route.method.lower(), route.resource.canonical))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 
 from actors.system import maintenance, restore_world, snapshot_store
 from gateway import identity
@@ -21,7 +22,7 @@ from gateway.config import Config
 from journal.rekey import rekey
 
 
-async def rotate(cfg: Config) -> dict:
+async def rotate(cfg: Config) -> dict[str, Any]:
     data_dir = cfg.data_dir
     async with maintenance.opened(data_dir) as journal:
         identity.finish_pending_rotation(data_dir, journal.key_version)

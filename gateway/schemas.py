@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from actors.state import periods
+from actors.state.erasure_book import ErasureReceipt
 from journal.events import NoiseParams, Released
 
 UserId = Annotated[
@@ -128,11 +129,11 @@ def release_out(r: Released) -> ReleaseOut:
     )
 
 
-def erasure_out(receipt: dict) -> ErasureOut:
+def erasure_out(receipt: ErasureReceipt) -> ErasureOut:
     return ErasureOut(
-        erasure_id=receipt["erasure_id"],
-        status=receipt["status"],
-        requested_at=iso_time(receipt["requested_at"]) or "",
-        purged_at=iso_time(receipt["purged_at"]),
-        events_removed=receipt["events_removed"],
+        erasure_id=receipt.erasure_id,
+        status=receipt.status,
+        requested_at=iso_time(receipt.requested_at) or "",
+        purged_at=iso_time(receipt.purged_at),
+        events_removed=receipt.events_removed,
     )

@@ -29,7 +29,8 @@ import msgspec
 import numpy as np
 
 from journal import events as ev
-from journal.store import Journal, StoredRecord
+from journal.events import StoredRecord
+from journal.store import Journal
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,9 @@ async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> tuple[d
     return _owed(net, steps, runs, target.key)
 
 
-def _owed(net: dict[str, int], steps: dict[str, int], runs: dict[str, ev.CounterStarted], key: int):
+def _owed(
+    net: dict[str, int], steps: dict[str, int], runs: dict[str, ev.CounterStarted], key: int
+) -> tuple[dict[str, int], dict[str, int]]:
     exits = {run: 1 for run, n in net.items() if n > 0}
     blocked = {
         run_id: int(ev.counter_tokens(started.token_secret, np.array([key], dtype=np.int64))[0])

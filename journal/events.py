@@ -18,10 +18,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 import numpy as np
+
+# The vocabulary the records use, validated by msgspec when a record is decoded.
+Metric = Literal["dau", "mau"]
+MechanismName = Literal["gaussian", "laplace", "sqrt", "tree"]
+CounterKind = Literal["sqrt", "tree"]
+SketchImpl = Literal["set", "theta"]
+ChargePurpose = Literal["release", "revision", "counter_run"]
+AccountingMechanism = Literal["discrete_gaussian", "discrete_laplace", "gaussian_counter"]
 
 OP_WITHDRAW = 0  # '-': the user is not active that day (as far as this event is concerned)
 OP_RECORD = 1  # '+': the user is active that day
@@ -106,15 +114,15 @@ class BudgetCharged(Event, frozen=True, kw_only=True):
 
     KIND: ClassVar[int] = 4
     charge_id: str
-    metric: str  # "dau" | "mau"
+    metric: Metric
     accounting_period: str  # e.g. "2026-11"
-    mechanism: str  # accounting.Charge.mechanism
+    mechanism: AccountingMechanism  # how actors.privacy.accounting composes it
     parameter: float
     sensitivity: float
     epsilon: float  # this charge alone, at ``delta`` (informational; composition is recomputed)
     delta: float
     charged_at: float
-    purpose: str  # "release" | "revision" | "counter_run"
+    purpose: ChargePurpose
 
 
 class NoiseParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -138,7 +146,7 @@ class Released(Event, frozen=True, kw_only=True):
 
     KIND: ClassVar[int] = 5
     release_id: str
-    metric: str  # "dau" | "mau"
+    metric: Metric
     day: int | None = None  # DAU: the day
     end: int | None = None  # MAU: last day of the window
     window: int | None = None
@@ -146,13 +154,13 @@ class Released(Event, frozen=True, kw_only=True):
     estimate: int
     lower_95: int
     upper_95: int
-    mechanism: str  # "gaussian" | "laplace" | "sqrt" | "tree"
+    mechanism: MechanismName
     noise: NoiseParams
     epsilon_used: float
     delta: float
     charge_id: str
     accounting_period: str
-    sketch_impl: str  # "set" | "theta"
+    sketch_impl: SketchImpl
     guarantee: str
     budget_remaining: float  # epsilon left in (metric, accounting period) right after this release
     seen_seq: int  # journal position of the data it reflects (internal; never in a response)
@@ -164,12 +172,12 @@ class CounterStarted(Event, frozen=True, kw_only=True):
 
     KIND: ClassVar[int] = 6
     run_id: str
-    metric: str
+    metric: Metric
     accounting_period: str
     first_day: int
     horizon: int
     window: int
-    kind: str  # "sqrt" | "tree"
+    kind: CounterKind
     flip_bound: int
     noise_multiplier: float
     sensitivity: float
@@ -266,8 +274,10 @@ def decode(kind: int, version: int, payload: bytes) -> Event:
     if cls is None:
         raise UnknownEvent(f"unknown event kind {kind}")
     if version == cls.VERSION:
-        return _decoders[kind].decode(payload)
+        decoded: Event = _decoders[kind].decode(payload)
+        return decoded
     upcast = UPCASTERS.get((kind, version))
     if upcast is None:
         raise UnknownEvent(f"{cls.__name__} version {version} (this code knows {cls.VERSION})")
-    return upcast(msgspec.msgpack.decode(payload))
+    upcasted: Event = upcast(msgspec.msgpack.decode(payload))
+    return upcasted

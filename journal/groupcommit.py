@@ -32,8 +32,8 @@ from typing import Any
 import anyio
 import structlog
 
-from journal.events import Event
-from journal.store import Journal, StoredRecord
+from journal.events import Event, StoredRecord
+from journal.store import Journal
 
 log = structlog.get_logger("journal.committer")
 
@@ -54,7 +54,7 @@ class Closed(Exception):
 
 @dataclass(slots=True)
 class _Item:
-    future: asyncio.Future
+    future: asyncio.Future[list[StoredRecord]]
     events: Sequence[Event] = ()
     size: int = 0
     prepare: Callable[[], Sequence[Event]] | None = None
@@ -96,7 +96,7 @@ class Committer:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def _enqueue(self, item: _Item) -> asyncio.Future:
+    def _enqueue(self, item: _Item) -> asyncio.Future[list[StoredRecord]]:
         if self._closing or self.failure is not None:
             raise Closed("journal writer is not accepting work")
         self._queue.append(item)
@@ -104,7 +104,7 @@ class Committer:
         self._wake.set()
         return item.future
 
-    def submit(self, events: Sequence[Event]) -> asyncio.Future:
+    def submit(self, events: Sequence[Event]) -> asyncio.Future[list[StoredRecord]]:
         """Queue events for the next group; raises Overloaded if the queue is full."""
         size = sum(max(e.size, 1) for e in events)
         if self.pending_events + size > self.max_pending_events and self.pending_events > 0:
@@ -118,12 +118,12 @@ class Committer:
 
     async def append_prepared(self, prepare: Callable[[], Sequence[Event]]) -> list[StoredRecord]:
         """Commit the events ``prepare()`` returns, alone, after all earlier work (rule 4)."""
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
         return await self._enqueue(_Item(fut, prepare=prepare))
 
     async def run_job(self, job: Callable[[Journal], Awaitable[list[StoredRecord]]]) -> list[StoredRecord]:
         """Run maintenance with exclusive use of the journal; records it returns are dispatched."""
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
         return await self._enqueue(_Item(fut, job=job))
 
     # -- the writer ------------------------------------------------------------------------
@@ -148,7 +148,8 @@ class Committer:
             self._stopped.set()
 
     def _take_group(self) -> list[_Item]:
-        group, size = [], 0
+        group: list[_Item] = []
+        size = 0
         while self._queue and self._queue[0].prepare is None and self._queue[0].job is None:
             if group and size + self._queue[0].size > self.max_group_events:
                 break

@@ -83,6 +83,9 @@ class Postings:
     events: int  # activity events read (before pairs were deduplicated)
 
 
+Segment = tuple[int, int, np.ndarray, np.ndarray]  # (first seq, last seq, sorted keys, their seqs)
+
+
 def bucket_of(keys: np.ndarray) -> np.ndarray:
     return (keys >> 56) + 128
 
@@ -119,7 +122,7 @@ class Journal:
         await db.executescript(SCHEMA)
         self = cls(db, path)
         async with db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM journal") as cur:
-            (self.head,) = await cur.fetchone()
+            self.head = _scalar(await cur.fetchone())
         meta = await self._meta()
         if "journal_id" not in meta:
             meta["journal_id"] = uuid.uuid4().hex
@@ -173,7 +176,8 @@ class Journal:
         """Move the WAL into the main file and truncate it (after rewrites: no stale copies).
         The result row is read so the statement is finished (a live one blocks VACUUM)."""
         async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
-            busy, _, _ = await cur.fetchone()
+            row = await cur.fetchone()
+        busy = 0 if row is None else int(row[0])
         if busy:
             raise RuntimeError("WAL checkpoint could not complete (a reader is holding it)")
 
@@ -213,7 +217,7 @@ class Journal:
         await self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
         return stored
 
-    def _rows(self, events: Sequence[ev.Event]) -> tuple[list[StoredRecord], list[tuple]]:
+    def _rows(self, events: Sequence[ev.Event]) -> tuple[list[StoredRecord], list[tuple[int, int, int, int, bytes]]]:
         """Assign sequence numbers (rule 1) and encode; advances ``head``."""
         stored: list[StoredRecord] = []
         rows = []
@@ -240,7 +244,7 @@ class Journal:
                 f"SELECT seq, last_seq, kind, version, payload FROM journal WHERE seq > ?{where} ORDER BY seq LIMIT ?",
                 (last, chunk),
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             if not rows:
                 return
             yield [StoredRecord(s, ls, ev.decode(k, v, p)) for s, ls, k, v, p in rows]
@@ -255,8 +259,7 @@ class Journal:
 
     async def count_rows(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM journal") as cur:
-            (n,) = await cur.fetchone()
-        return n
+            return _scalar(await cur.fetchone())
 
     # -- the pseudonym index ---------------------------------------------------------------
 
@@ -277,7 +280,7 @@ class Journal:
                 "SELECT seq, version, payload FROM journal WHERE seq > ? AND seq <= ? AND kind = ? ORDER BY seq LIMIT 1024",
                 (last, upto, _ACTIVITY),
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             if not rows:
                 break
             for seq, version, payload in rows:
@@ -323,7 +326,7 @@ class Journal:
             if len(segs) > MAX_SEGMENTS_PER_BUCKET:
                 await self._replace_bucket(b, segs, drop_key=None)
 
-    async def _segments(self, bucket: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    async def _segments(self, bucket: int) -> list[Segment]:
         async with self._db.execute(
             "SELECT segment, last_seq, keys, seqs FROM key_postings WHERE bucket = ? ORDER BY segment",
             (bucket,),
@@ -331,7 +334,7 @@ class Journal:
             return [(s, ls, np.frombuffer(k, dtype="<i8"), np.frombuffer(q, dtype="<i8")) async for s, ls, k, q in cur]
 
     async def _replace_bucket(
-        self, bucket: int, segs: list, *, drop_key: int | None, before_seq: int | None = None
+        self, bucket: int, segs: list[Segment], *, drop_key: int | None, before_seq: int | None = None
     ) -> None:
         """Merge a bucket's segments into one, optionally without (key, seq < before_seq)."""
         keys = np.concatenate([s[2] for s in segs])
@@ -370,7 +373,8 @@ class Journal:
             found.update(int(s) for s in seqs[lo:hi] if s < limit)
         async for records in self.read(self.index_watermark, kinds=[_ACTIVITY], chunk=1024):
             for rec in records:
-                if rec.seq < limit and np.any(rec.event.key_array() == key):
+                batch = rec.event
+                if rec.seq < limit and isinstance(batch, ev.ActivityBatchRecorded) and np.any(batch.key_array() == key):
                     found.add(rec.seq)
         return sorted(found)
 
@@ -390,6 +394,14 @@ class Journal:
     async def set_key_version(self, version: int) -> None:
         await self._set_meta("key_version", version)
         self.key_version = version
+
+
+def _scalar(row: object) -> int:
+    """The single integer of a one-column result row (0 when there is no row)."""
+    if row is None:
+        return 0
+    value = row[0]  # type: ignore[index]
+    return int(value) if value is not None else 0
 
 
 def _sorted_unique_pairs(keys: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

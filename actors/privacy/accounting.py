@@ -70,7 +70,9 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
+
+from journal.events import AccountingMechanism
 
 if TYPE_CHECKING:  # imported lazily below: dp_accounting pulls in scipy (~2 s), which the
     # service's boot path (replay, snapshot restore) never needs -- restart-to-ready matters.
@@ -78,13 +80,13 @@ if TYPE_CHECKING:  # imported lazily below: dp_accounting pulls in scipy (~2 s),
     from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 
-def _pld_lib():
+def _pld_lib() -> Any:
     from dp_accounting.pld import privacy_loss_distribution
 
     return privacy_loss_distribution
 
 
-def _dp_event():
+def _dp_event() -> Any:
     from dp_accounting import dp_event
 
     return dp_event
@@ -118,7 +120,7 @@ __all__ = [
     "to_dp_event",
 ]
 
-Mechanism = Literal["discrete_gaussian", "discrete_laplace", "gaussian_counter"]
+Mechanism = AccountingMechanism  # the journal records it (BudgetCharged.mechanism)
 _MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
 
 # Width of the privacy-loss grid. Same as the library default (and PLDAccountant's), so our numbers

@@ -65,14 +65,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import accumulate
 from statistics import NormalDist
-from typing import Literal
 
 import numpy as np
 
 from actors.privacy import noise
 from actors.privacy.noise import OS_RANDOM, RandomSource
+from journal.events import CounterKind  # one vocabulary for the journal and the math
 
-CounterKind = Literal["sqrt", "tree"]
 _KINDS: tuple[CounterKind, ...] = ("sqrt", "tree")
 
 # Array cells the branch and bound may touch, roughly 1 ns each: a few seconds at most, once
@@ -188,7 +187,8 @@ def _alt_max(H: np.ndarray, start: np.ndarray, r: int, sign: int) -> np.ndarray:
         new_minus = np.maximum(_rev_cummax(-H + f_plus[:, 1:]), 0.0)
         f_plus, f_minus = np.hstack([new_plus, zero]), np.hstack([new_minus, zero])
     f = f_plus if sign > 0 else f_minus
-    return f[np.arange(k), start]
+    out: np.ndarray = f[np.arange(k), start]
+    return out
 
 
 def _pairing_bound(tab: dict[str, np.ndarray], r: int, start: np.ndarray | int) -> np.ndarray:
@@ -196,7 +196,8 @@ def _pairing_bound(tab: dict[str, np.ndarray], r: int, start: np.ndarray | int) 
     p1, p2 = tab["p1"][start], tab["p2"][start]
     if r == 0:
         return np.zeros_like(p1)
-    return np.maximum((r // 2) * p2 + (r % 2) * p1, ((r - 1) // 2) * p2 + ((r - 1) % 2) * p1)
+    out: np.ndarray = np.maximum((r // 2) * p2 + (r % 2) * p1, ((r - 1) // 2) * p2 + ((r - 1) % 2) * p1)
+    return out
 
 
 def _two_step_bound(tab: dict[str, np.ndarray], H: np.ndarray, start: np.ndarray, sign: int) -> np.ndarray:
@@ -213,7 +214,8 @@ def _two_step_bound(tab: dict[str, np.ndarray], H: np.ndarray, start: np.ndarray
     by_first = (u + tab["row"][None, :] + later).max(axis=1, initial=-np.inf)
     earlier = np.hstack([np.full((k, 1), -np.inf), np.maximum.accumulate(u, axis=1)[:, :-1]])
     by_second = (-2.0 * sign * H + tab["col"][None, :] + earlier).max(axis=1, initial=-np.inf)
-    return np.maximum(0.0, np.maximum(single, np.minimum(by_first, by_second)))
+    out: np.ndarray = np.maximum(0.0, np.maximum(single, np.minimum(by_first, by_second)))
+    return out
 
 
 def _child_bounds(
@@ -227,7 +229,8 @@ def _child_bounds(
     bounds = np.minimum(val1 + 2.0 * alt + tail**2, (np.sqrt(np.maximum(val1, 0.0)) + tail) ** 2)
     if r == 2:
         bounds = np.minimum(bounds, val1 + _two_step_bound(tab, H, nxt, sign))
-    return bounds
+    out: np.ndarray = bounds
+    return out
 
 
 def _two_step_exact(
@@ -246,7 +249,8 @@ def _two_step_exact(
     gain = first[:, :, None] - u[:, None, :]
     gain += tab["pair"][None, lo:, lo:]  # -inf unless q1 < q2
     pairs = gain.reshape(len(H), -1).max(axis=1)
-    return y2 + np.maximum(0.0, np.maximum(single, pairs))
+    out: np.ndarray = y2 + np.maximum(0.0, np.maximum(single, pairs))
+    return out
 
 
 def _is_lower_toeplitz(R: np.ndarray) -> bool:

@@ -92,7 +92,9 @@ def plan_step(run: CounterRun, members: np.ndarray) -> StepProposal:
     )
 
 
-def adjust_for_erasures(run: CounterRun, proposal: StepProposal, erased: np.ndarray, exits: int):
+def adjust_for_erasures(
+    run: CounterRun, proposal: StepProposal, erased: np.ndarray, exits: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Fold erasures journaled after the proposal's membership snapshot into the step.
 
     ``erased`` are keys erased since the snapshot (sorted unique); ``exits`` anonymous exits
@@ -146,7 +148,9 @@ def apply_erasure(run: CounterRun, key: int | None, anonymous_exits: int = 0, to
         run.flip_keys, run.flip_counts = run.flip_keys[keep], run.flip_counts[keep]
 
 
-def step_event(run: CounterRun, day: int, entered, left, exits: int, frozen: int) -> CounterStepped:
+def step_event(
+    run: CounterRun, day: int, entered: np.ndarray, left: np.ndarray, exits: int, frozen: int
+) -> CounterStepped:
     return CounterStepped(
         run_id=run.run_id,
         t=run.t + 1,

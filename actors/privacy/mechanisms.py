@@ -24,7 +24,8 @@ from actors.privacy import accounting, counters, noise
 from actors.privacy.accounting import Charge
 from actors.privacy.counters import CounterPlan
 from actors.privacy.noise import OS_RANDOM, RandomSource
-from journal.events import NoiseParams
+from actors.settings import IndependentMechanism
+from journal.events import CounterKind, NoiseParams
 
 COVERAGE = 0.95
 THETA_NOISE_COVERAGE = 0.975
@@ -34,7 +35,7 @@ THETA_NOISE_COVERAGE = 0.975
 class Calibrated:
     """An independent mechanism, ready to draw: its charge and public parameters."""
 
-    mechanism: str  # "gaussian" | "laplace"
+    mechanism: IndependentMechanism
     epsilon: float
     delta: float
     charge: Charge
@@ -48,7 +49,7 @@ class Noisy:
     upper: int
 
 
-def calibrate(mechanism: str, epsilon: float, delta: float) -> Calibrated:
+def calibrate(mechanism: IndependentMechanism, epsilon: float, delta: float) -> Calibrated:
     if mechanism == "gaussian":
         sigma = accounting.calibrate_discrete_gaussian_sigma(epsilon, delta)
         return Calibrated(
@@ -72,14 +73,14 @@ def calibrate(mechanism: str, epsilon: float, delta: float) -> Calibrated:
 
 def draw(cal: Calibrated, rng: RandomSource = OS_RANDOM) -> int:
     if cal.mechanism == "gaussian":
-        return noise.discrete_gaussian(Fraction(cal.params.sigma) ** 2, rng)
+        return noise.discrete_gaussian(Fraction(cal.charge.parameter) ** 2, rng)  # parameter = sigma
     return noise.discrete_laplace(1 / Fraction(cal.epsilon), rng)
 
 
 def half_width(cal: Calibrated, coverage: float = COVERAGE) -> int:
     if cal.mechanism == "gaussian":
-        return noise.discrete_gaussian_quantile(cal.params.sigma, coverage)
-    return noise.discrete_laplace_quantile(cal.params.scale, coverage)
+        return noise.discrete_gaussian_quantile(cal.charge.parameter, coverage)
+    return noise.discrete_laplace_quantile(1.0 / cal.epsilon, coverage)
 
 
 def release_count(cal: Calibrated, count: int, noise_value: int) -> Noisy:
@@ -103,10 +104,12 @@ def release_theta(cal: Calibrated, estimate: float, lower: float, upper: float, 
 # -- continual counters --------------------------------------------------------------------
 
 
-def counter_plan(kind: str, horizon: int, w: int, epsilon: float, delta: float, lattice_bits: int) -> CounterPlan:
+def counter_plan(
+    kind: CounterKind, horizon: int, w: int, epsilon: float, delta: float, lattice_bits: int
+) -> CounterPlan:
     """A run over ``horizon`` days, (epsilon, delta)-DP as a whole: one Gaussian event."""
     multiplier = accounting.gaussian_counter_multiplier(epsilon, delta)
-    return counters.plan_counter(kind, horizon, w, multiplier, lattice_bits)  # type: ignore[arg-type]
+    return counters.plan_counter(kind, horizon, w, multiplier, lattice_bits)
 
 
 def counter_charge(plan: CounterPlan) -> Charge:

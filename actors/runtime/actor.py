@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
+
+T = TypeVar("T")
 
 
 class MailboxFull(Exception):
@@ -42,10 +44,11 @@ class ActorStopped(Exception):
 
 
 @dataclass(slots=True)
-class Ask:
-    """Base for messages that expect an answer."""
+class Ask(Generic[T]):
+    """Base for messages that expect an answer of type ``T``. ``reply`` is keyword-only so that
+    every message can declare its own fields as required (no placeholder defaults)."""
 
-    reply: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    reply: asyncio.Future[T] = field(default_factory=lambda: asyncio.get_running_loop().create_future(), kw_only=True)
 
 
 @dataclass(slots=True)
@@ -103,12 +106,12 @@ class Actor:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             raise ActorStopped(self.name) from exc
 
-    async def ask(self, message: Ask) -> Any:
+    async def ask(self, message: Ask[T]) -> T:
         """Send (waiting for room) and await the reply."""
         await self.send(message)
         return await message.reply
 
-    async def ask_nowait(self, message: Ask) -> Any:
+    async def ask_nowait(self, message: Ask[T]) -> T:
         """Send without waiting for room (MailboxFull if none) and await the reply."""
         self.try_send(message)
         return await message.reply

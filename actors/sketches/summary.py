@@ -41,7 +41,9 @@ def build_theta(keys: np.ndarray, lg_k: int) -> ds.compact_theta_sketch:
     return sketch.compact()
 
 
-def summarize(days: list[np.ndarray], *, impl: str, lg_k: int, theta: list | None = None) -> UnionSummary:
+def summarize(
+    days: list[np.ndarray], *, impl: str, lg_k: int, theta: list[ds.compact_theta_sketch | None] | None = None
+) -> UnionSummary:
     """Union of the given days' member arrays; in theta mode also the theta union estimate."""
     members = membership.union(days)
     n = len(members)

@@ -12,6 +12,8 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from journal.events import ErasurePurged, UserErased
@@ -87,17 +89,30 @@ class ErasureBook:
         return book
 
 
-def status_of(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> str:
+ErasureStatus = Literal["pending", "applied", "purged"]
+
+
+class ErasureReceipt(msgspec.Struct, frozen=True):
+    """What the requester is told about an erasure."""
+
+    erasure_id: str
+    status: ErasureStatus
+    requested_at: float
+    purged_at: float | None
+    events_removed: int | None
+
+
+def status_of(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> ErasureStatus:
     if entry.purged_seq is not None and entry.purged_seq <= snapshots_clean_seq:
         return "purged"
     return "applied" if days_seen_seq >= entry.seq else "pending"
 
 
-def receipt(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> dict:
-    return {
-        "erasure_id": entry.erasure_id,
-        "status": status_of(entry, days_seen_seq, snapshots_clean_seq),
-        "requested_at": entry.requested_at,
-        "purged_at": entry.purged_at,
-        "events_removed": entry.events_removed,
-    }
+def receipt(entry: ErasureEntry, days_seen_seq: int, snapshots_clean_seq: int) -> ErasureReceipt:
+    return ErasureReceipt(
+        erasure_id=entry.erasure_id,
+        status=status_of(entry, days_seen_seq, snapshots_clean_seq),
+        requested_at=entry.requested_at,
+        purged_at=entry.purged_at,
+        events_removed=entry.events_removed,
+    )

@@ -35,7 +35,7 @@ class IdempotencySnapshot(msgspec.Struct, frozen=True):
     entries: list[tuple[str, int, int, int, bytes]]
 
 
-def batch_digest(keys: np.ndarray, days: np.ndarray, ops: np.ndarray, metadata: list) -> bytes:
+def batch_digest(keys: np.ndarray, days: np.ndarray, ops: np.ndarray, metadata: list[tuple[int, bytes]]) -> bytes:
     h = hashlib.sha256()
     for arr in (keys.astype("<i8"), days.astype("<i4"), ops.astype(np.uint8)):
         h.update(arr.tobytes())

@@ -16,8 +16,6 @@ import msgspec
 from actors.privacy.accounting import Charge
 from journal.events import BudgetCharged
 
-METRICS = ("dau", "mau")
-
 
 class LedgerSnapshot(msgspec.Struct, frozen=True):
     applied_seq: int
@@ -60,4 +58,4 @@ class Ledger:
 
 
 def charge_of(event: BudgetCharged) -> Charge:
-    return Charge(event.mechanism, event.parameter, event.sensitivity)  # type: ignore[arg-type]
+    return Charge(event.mechanism, event.parameter, event.sensitivity)

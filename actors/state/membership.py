@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 EMPTY = np.empty(0, dtype=np.int64)
+Chunks = tuple[tuple[np.ndarray, np.ndarray], ...]  # pending (keys, ops) batches, in journal order
 FOLD_MIN = 8192  # always allow this many pending ops before folding
 FOLD_FRACTION = 4  # ... or len(base) / FOLD_FRACTION, whichever is larger
 FOLD_MAX_CHUNKS = 512
@@ -28,7 +29,7 @@ FOLD_MAX_CHUNKS = 512
 class Membership:
     __slots__ = ("base", "chunks", "pending")
 
-    def __init__(self, base: np.ndarray = EMPTY, chunks: tuple = (), pending: int = 0) -> None:
+    def __init__(self, base: np.ndarray = EMPTY, chunks: Chunks = (), pending: int = 0) -> None:
         self.base = base  # sorted, unique int64
         self.chunks = chunks  # tuple of (keys int64, ops uint8) in journal order
         self.pending = pending  # total ops in chunks
@@ -75,10 +76,10 @@ class Membership:
         return bool(i < len(m) and m[i] == key)
 
     def nbytes(self) -> int:
-        return self.base.nbytes + sum(k.nbytes + o.nbytes for k, o in self.chunks)
+        return int(self.base.nbytes) + sum(int(k.nbytes) + int(o.nbytes) for k, o in self.chunks)
 
 
-def last_ops(chunks: tuple) -> tuple[np.ndarray, np.ndarray]:
+def last_ops(chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
     """(keys whose last op is '+', keys whose last op is '-'), both sorted unique."""
     keys = np.concatenate([k for k, _ in chunks]).astype(np.int64, copy=False)[::-1]
     ops = np.concatenate([o for _, o in chunks])[::-1]
@@ -132,4 +133,5 @@ def contains(sorted_keys: np.ndarray, probe: np.ndarray) -> np.ndarray:
         return np.zeros(len(probe), dtype=bool)
     i = np.searchsorted(sorted_keys, probe)
     i[i == len(sorted_keys)] = 0
-    return sorted_keys[i] == probe
+    hit: np.ndarray = sorted_keys[i] == probe
+    return hit

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -21,17 +22,34 @@ import numpy as np
 from actors.privacy import flippancy
 from actors.privacy.flippancy import CounterRun
 from actors.state.membership import EMPTY
-from journal.events import CounterStarted, CounterStepped, Released, UserErased
-
-Key = tuple[str, int, int]  # (metric, DAU day or MAU end, window; 1 for DAU)
+from journal.events import CounterStarted, CounterStepped, Metric, Released, UserErased
 
 
-def key_of(event: Released) -> Key:
+class ReleaseKey(NamedTuple):
+    """What a release is *of*: a DAU day (window 1) or the MAU window of ``window`` days ending
+    on ``day``. Equal to the plain tuple ``(metric, day, window)``."""
+
+    metric: Metric
+    day: int  # the DAU day, or the MAU window's last day
+    window: int  # 1 for DAU
+
+    @classmethod
+    def dau(cls, day: int) -> ReleaseKey:
+        return cls("dau", day, 1)
+
+    @classmethod
+    def mau(cls, end: int, window: int) -> ReleaseKey:
+        return cls("mau", end, window)
+
+
+def key_of(event: Released) -> ReleaseKey:
     if event.metric == "dau":
-        assert event.day is not None
-        return ("dau", event.day, 1)
-    assert event.end is not None and event.window is not None
-    return ("mau", event.end, event.window)
+        if event.day is None:
+            raise ValueError("a DAU release without a day")
+        return ReleaseKey.dau(event.day)
+    if event.end is None or event.window is None:
+        raise ValueError("a MAU release without end/window")
+    return ReleaseKey.mau(event.end, event.window)
 
 
 class RunSnapshot(msgspec.Struct, frozen=True):
@@ -56,7 +74,7 @@ class ReleaseBook:
     applied_seq: int = 0
 
     def __post_init__(self) -> None:
-        self.by_key: dict[Key, list[Released]] = {}
+        self.by_key: dict[ReleaseKey, list[Released]] = {}
         self.log: list[Released] = []
         self.runs: dict[str, CounterRun] = {}
         self.run_of_period: dict[tuple[str, str], str] = {}
@@ -89,7 +107,7 @@ class ReleaseBook:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def latest(self, key: Key) -> Released | None:
+    def latest(self, key: ReleaseKey) -> Released | None:
         revisions = self.by_key.get(key)
         return revisions[-1] if revisions else None
 

@@ -15,6 +15,8 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 import numpy as np
 
@@ -128,7 +130,7 @@ class World:
 EMPTY_DAY = Membership()
 
 
-def split_by_day(event: ev.ActivityBatchRecorded):
+def split_by_day(event: ev.ActivityBatchRecorded) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(day, keys, ops) per day in the batch, each in the batch's (journal) order."""
     days = event.day_array()
     keys = event.key_array().astype(np.int64)

@@ -23,14 +23,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
+import msgspec
 import numpy as np
 import structlog
 
-from actors.accountant import AccountantActor, BudgetReport, LedgerBarrier
-from actors.days import DayActor
+from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
+from actors.days import DayActor, DayView
 from actors.erasure import ErasureActor, ErasureBarrier, Lookup
 from actors.privacy import accounting
 from actors.refusals import NotReady
@@ -39,10 +39,10 @@ from actors.runtime import Actor, Supervisor
 from actors.settings import EngineSettings
 from actors.state import periods
 from actors.state import world as world_mod
-from actors.state.erasure_book import ErasureEntry, receipt
+from actors.state.erasure_book import ErasureEntry, ErasureReceipt, receipt
 from actors.state.idempotency import IngestReceipt
 from actors.state.membership import Membership
-from actors.state.release_book import Key
+from actors.state.release_book import ReleaseKey
 from actors.state.world import DaySnapshot, World, WorldSnapshot
 from actors.system import loops
 from actors.system.boot import journal_path, restore_world, snapshot_seq, snapshot_store, utcnow
@@ -141,10 +141,14 @@ class ActorSystem:
         self.committer = Committer(
             self.journal, lambda records: self.router.dispatch(records), max_pending_events=s.max_pending_events
         )
-        self.ingest_service = IngestService(self.committer, world.ingest)
+        self.ingest_service = IngestService(self.committer, world.ingest, now=self._now)
         self.accountant = AccountantActor(world.ledger, s, capacity=s.control_mailbox)
         self.erasure = ErasureActor(
-            world.erasures, capacity=s.control_mailbox, purge_delay=s.purge_delay_seconds, purge=self._purge
+            world.erasures,
+            capacity=s.control_mailbox,
+            purge_delay=s.purge_delay_seconds,
+            purge=self._purge,
+            now=self._now,
         )
         self.release_actor = ReleaseActor(
             world.releases,
@@ -154,7 +158,7 @@ class ActorSystem:
             days=self,
             accountant=self.accountant,
             clock=self.clock,
-            on_run_finished=lambda run_id: self._tg.start_soon(self._shred_run, run_id, name="shred"),
+            on_run_finished=self._run_finished,
         )
         self.router = Router(
             spawn_day=self._spawn_day,
@@ -169,8 +173,16 @@ class ActorSystem:
         for day, state in world.days.items():
             self.router.adopt(day, self._spawn_day(day, state, world.days_seq))
 
-    async def views(self, days: range, with_theta: bool):  # the release actor's DayViews
+    async def views(self, days: range, with_theta: bool) -> tuple[list[DayView], int]:
+        """The release actor's ``DayViews``: the days' memberships at one dispatch position."""
         return await self.router.views(days, with_theta)
+
+    def _now(self) -> float:
+        """The injected clock as a POSIX timestamp (journal records store times as floats)."""
+        return self.clock().timestamp()
+
+    def _run_finished(self, run_id: str) -> None:
+        self._tg.start_soon(self._shred_run, run_id, name="shred")
 
     def _spawn_day(self, day: int, state: Membership, seen_seq: int) -> DayActor:
         s = self.settings
@@ -213,7 +225,8 @@ class ActorSystem:
         ]
         if not targets:
             return
-        await self.committer.run_job(lambda journal: compaction.purge(journal, targets))
+        now = self._now()
+        await self.committer.run_job(lambda journal: compaction.purge(journal, targets, now))
         await self._replace_snapshots()
         log.info("erasures_purged", count=len(targets))
 
@@ -266,18 +279,20 @@ class ActorSystem:
         self._require_ready()
         return await self.ingest_service.ingest(keys, days, ops, metadata, idempotency_key)
 
-    async def release(self, key: Key) -> ev.Released:
+    async def release(self, key: ReleaseKey) -> ev.Released:
         self._require_ready()
+        key = ReleaseKey._make(key)  # a plain (metric, day, window) tuple is accepted too
         cached = self.release_actor.book.latest(key)  # immutable, journaled records only
         if cached is not None:
             return cached
         return await self.release_actor.ask_nowait(RequestRelease(key=key))
 
-    async def revise(self, key: Key) -> ev.Released:
+    async def revise(self, key: ReleaseKey) -> ev.Released:
         self._require_ready()
+        key = ReleaseKey._make(key)
         return await self.release_actor.ask_nowait(RequestRevision(key=key))
 
-    async def budget(self, period: str | None = None) -> dict[str, Any]:
+    async def budget(self, period: str | None = None) -> BudgetReportOut:
         self._require_ready()
         return await self.accountant.ask_nowait(
             BudgetReport(period=period, today=periods.today(self.clock(), self.settings.tz))
@@ -290,42 +305,56 @@ class ActorSystem:
             log_ = [r for r in log_ if r.metric == metric]
         return log_[offset : offset + limit], len(log_)
 
-    async def erase(self, key: int) -> dict[str, Any]:
+    async def erase(self, key: int) -> ErasureReceipt:
         """Always a new tombstone: a second request may follow new activity of the same user, and
         removing a user who is already gone is a no-op on the state (idempotent in effect)."""
         self._require_ready()
         erasure_id = uuid.uuid4().hex
-        await self.committer.submit([ev.UserErased(erasure_id=erasure_id, key=key, requested_at=time.time())])
+        await self.committer.submit([ev.UserErased(erasure_id=erasure_id, key=key, requested_at=self._now())])
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
+        if entry is None:  # the committer dispatched the tombstone before resolving the submit
+            raise RuntimeError(f"erasure {erasure_id} was journaled but is not in the book")
         return receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
 
-    async def erasure_status(self, erasure_id: str) -> dict[str, Any] | None:
+    async def erasure_status(self, erasure_id: str) -> ErasureReceipt | None:
         self._require_ready()
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
         return None if entry is None else receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SystemStats:
         """Numbers for /metrics (never anything per user)."""
-        out: dict[str, Any] = {
-            "ready": self.ready,
-            "journal_seq": self.journal.head,
-            "actor_crashes": dict(self.actor_crashes),
-        }
-        if self.ready:
-            days = self.router.days.values()
-            out.update(
-                pending_events=self.committer.pending_events,
-                dispatched_seq=self.committer.dispatched_seq,
-                commit_groups=self.committer.stats.groups,
-                day_actors=len(self.router.days),
-                mailbox_depth={
-                    "day_total": sum(a.depth for a in days),
-                    "day_max": max((a.depth for a in days), default=0),
-                    "release": self.release_actor.depth,
-                    "accountant": self.accountant.depth,
-                    "erasure": self.erasure.depth,
-                },
-                releases=len(self.release_actor.book.log),
-                index_watermark=self.journal.index_watermark,
-            )
-        return out
+        stats = SystemStats(ready=self.ready, journal_seq=self.journal.head, actor_crashes=dict(self.actor_crashes))
+        if not self.ready:
+            return stats
+        days = self.router.days.values()
+        return msgspec.structs.replace(
+            stats,
+            pending_events=self.committer.pending_events,
+            dispatched_seq=self.committer.dispatched_seq,
+            commit_groups=self.committer.stats.groups,
+            day_actors=len(self.router.days),
+            mailbox_depth={
+                "day_total": sum(a.depth for a in days),
+                "day_max": max((a.depth for a in days), default=0),
+                "release": self.release_actor.depth,
+                "accountant": self.accountant.depth,
+                "erasure": self.erasure.depth,
+            },
+            releases=len(self.release_actor.book.log),
+            index_watermark=self.journal.index_watermark,
+        )
+
+
+class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Operational numbers for /metrics (aggregate; never anything per user)."""
+
+    ready: bool
+    journal_seq: int
+    actor_crashes: dict[str, int]
+    pending_events: int = 0
+    dispatched_seq: int = 0
+    commit_groups: int = 0
+    day_actors: int = 0
+    mailbox_depth: dict[str, int] = {}
+    releases: int = 0
+    index_watermark: int = 0

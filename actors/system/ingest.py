@@ -11,21 +11,23 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 
 import numpy as np
 
 from actors.refusals import IdempotencyConflict
 from actors.state.idempotency import IdempotencyIndex, IngestReceipt, batch_digest
 from journal import events as ev
+from journal.events import StoredRecord
 from journal.groupcommit import Committer
 
 
 class IngestService:
-    def __init__(self, committer: Committer, index: IdempotencyIndex) -> None:
+    def __init__(self, committer: Committer, index: IdempotencyIndex, *, now: Callable[[], float]) -> None:
         self.committer = committer
+        self._now = now
         self.index = index  # the router applies committed batches to it, in journal order
-        self._inflight: dict[str, tuple[bytes, asyncio.Future]] = {}
+        self._inflight: dict[str, tuple[bytes, asyncio.Future[list[StoredRecord]]]] = {}
 
     async def ingest(
         self,
@@ -46,7 +48,7 @@ class IngestService:
             keys,
             days,
             ops,
-            received_at=time.time(),
+            received_at=self._now(),
             metadata=metadata,
             idempotency_key=idempotency_key,
             request_digest=digest if idempotency_key else None,

@@ -10,13 +10,14 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
 
 from actors.settings import EngineSettings
 from actors.system.snapshotting import Snapshotter
+from journal.events import StoredRecord
 from journal.groupcommit import Committer
 from journal.store import Journal, Postings
 
@@ -40,8 +41,8 @@ async def index_loop(journal: Journal, committer: Committer, settings: EngineSet
         seen = journal.head
 
 
-def _writer(postings: Postings):
-    async def write(journal: Journal) -> list:
+def _writer(postings: Postings) -> Callable[[Journal], Awaitable[list[StoredRecord]]]:
+    async def write(journal: Journal) -> list[StoredRecord]:
         await journal.write_postings(postings)
         return []
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from actors.settings import EngineSettings
 from actors.state import periods
@@ -19,12 +21,13 @@ from actors.state import world as world_mod
 from actors.state.world import World
 from actors.system.boot import journal_path, restore_world, snapshot_store
 from journal import compaction
+from journal.events import ErasurePurged
 from journal.lock import DataDirLock
 from journal.store import Journal
 
 
 @asynccontextmanager
-async def opened(data_dir: Path):
+async def opened(data_dir: Path) -> AsyncIterator[Journal]:
     with DataDirLock(data_dir):
         journal = await Journal.open(journal_path(data_dir))
         try:
@@ -33,7 +36,7 @@ async def opened(data_dir: Path):
             await journal.close()
 
 
-async def describe(journal: Journal, world: World, seconds: float) -> dict:
+async def describe(journal: Journal, world: World, seconds: float) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     async for records in journal.read(0, chunk=1024):
         for rec in records:
@@ -56,7 +59,7 @@ async def describe(journal: Journal, world: World, seconds: float) -> dict:
     }
 
 
-async def replay(settings: EngineSettings, data_dir: Path) -> dict:
+async def replay(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
     async with opened(data_dir) as journal:
         started = time.perf_counter()
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
@@ -79,7 +82,7 @@ def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_al
     return path
 
 
-async def snapshot(settings: EngineSettings, data_dir: Path, out: Path | None = None) -> dict:
+async def snapshot(settings: EngineSettings, data_dir: Path, out: Path | None = None) -> dict[str, Any]:
     async with opened(data_dir) as journal:
         world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
         path = write_snapshot(journal, world, data_dir)
@@ -88,7 +91,7 @@ async def snapshot(settings: EngineSettings, data_dir: Path, out: Path | None = 
         return {"snapshot": str(path), "copied_to": str(out) if out else None, "seq": world.days_seq}
 
 
-async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = None) -> dict:
+async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = None) -> dict[str, Any]:
     async with opened(data_dir) as journal:
         store = snapshot_store(data_dir)
         if file is not None:
@@ -104,7 +107,7 @@ async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = 
         }
 
 
-async def compact(settings: EngineSettings, data_dir: Path) -> dict:
+async def compact(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
     async with opened(data_dir) as journal:
         world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
         targets = [
@@ -116,6 +119,10 @@ async def compact(settings: EngineSettings, data_dir: Path) -> dict:
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
         path = write_snapshot(journal, world, data_dir, replace_all=True)
         return {
-            "purged": [{"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed} for r in purged],
+            "purged": [
+                {"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed}
+                for r in purged
+                if isinstance(r.event, ErasurePurged)
+            ],
             "snapshot": str(path),
         }

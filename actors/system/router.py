@@ -103,8 +103,8 @@ class Router:
             self.dispatched_seq = records[-1].last_seq
 
     async def _deliver_activity(self, records: list[StoredRecord]) -> None:
-        batch = records[0].event if len(records) == 1 else _concat([r.event for r in records])
-        assert isinstance(batch, ev.ActivityBatchRecorded)
+        batches = [r.event for r in records if isinstance(r.event, ev.ActivityBatchRecorded)]
+        batch = batches[0] if len(batches) == 1 else _concat(batches)
         seq = records[-1].last_seq
         for day, keys, ops in split_by_day(batch):
             await self._day(day).send(ApplyOps(seq, keys, ops))

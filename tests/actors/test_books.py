@@ -75,8 +75,8 @@ def test_erasure_book_status_moves_pending_applied_purged_and_drops_the_key():
     book.apply(9, ev.ErasurePurged(erasure_id="e1", requested_at=100.0, purged_at=401.0, events_removed=3))
     assert entry.key is None and entry.purged_seq == 9 and book.awaiting_purge() == 0
     assert status_of(entry, 9, snapshots_clean_seq=8) == "applied"  # snapshots not rewritten yet
-    assert receipt(entry, 9, snapshots_clean_seq=9)["status"] == "purged"
-    assert receipt(entry, 9, 9)["events_removed"] == 3
+    assert receipt(entry, 9, snapshots_clean_seq=9).status == "purged"
+    assert receipt(entry, 9, 9).events_removed == 3
     assert ErasureBook.restore(book.snapshot()).entries["e1"].purged_seq == 9
 
 

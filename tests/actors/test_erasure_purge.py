@@ -19,16 +19,16 @@ async def test_crash_between_compaction_and_snapshot_rewrite_is_finished_at_boot
         await ingest(system, [(42, d, 1), (43, d, 1)])
         await system.snapshot()  # a snapshot that holds user 42
         receipt = await system.erase(42)
-        entry = system.erasure.book.entries[receipt["erasure_id"]]
+        entry = system.erasure.book.entries[receipt.erasure_id]
         target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
         # the compaction commits, then the process "dies" before rewriting the snapshots
         await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
-        status = await system.erasure_status(receipt["erasure_id"])
-        assert status["status"] == "applied" and status["events_removed"] == 1
+        status = await system.erasure_status(receipt.erasure_id)
+        assert status.status == "applied" and status.events_removed == 1
         assert any(name.endswith(".snap") for name in holds(tmp_path, 42))
     async with running_system(tmp_path) as system:
         with anyio.fail_after(10):
-            while (await system.erasure_status(receipt["erasure_id"]))["status"] != "purged":
+            while (await system.erasure_status(receipt.erasure_id)).status != "purged":
                 await anyio.sleep(0.05)
         assert holds(tmp_path, 42) == []
         assert holds(tmp_path, 43)  # the search finds what is there
@@ -52,7 +52,7 @@ async def test_a_failed_purge_is_retried_and_the_system_keeps_serving(tmp_path):
         await ingest(system, [(42, d, 1), (43, d, 1)])
         receipt = await system.erase(42)
         with anyio.fail_after(10):
-            while (await system.erasure_status(receipt["erasure_id"]))["status"] != "purged":
+            while (await system.erasure_status(receipt.erasure_id)).status != "purged":
                 await anyio.sleep(0.05)
         assert calls == [1, 1]
         await ingest(system, [(44, d, 1)])  # still serving

@@ -99,13 +99,13 @@ async def test_all_31_daily_dau_releases_of_a_month_fit_the_default_cap(tmp_path
         for d in jan:
             await system.release(("dau", d, 1))
         report = await system.budget("2025-01")
-    dau = report["periods"][0]["metrics"]["dau"]
-    assert dau["charges"] == 31
-    assert 1.85 < dau["epsilon_spent"] < 1.95 <= 3.0
+    dau = report.periods[0].metrics["dau"]
+    assert dau.charges == 31
+    assert 1.85 < dau.epsilon_spent < 1.95 <= 3.0
     assert int(3.0 / 0.3 + 1e-9) == 10  # what a naive sum of epsilons allows
     sigma = accounting.calibrate_discrete_gaussian_sigma(0.3, 1e-6)
     direct = pld.from_discrete_gaussian_mechanism(sigma).self_compose(31).get_epsilon_for_delta(1e-6)
-    assert dau["epsilon_spent"] == pytest.approx(direct, rel=1e-9)
+    assert dau.epsilon_spent == pytest.approx(direct, rel=1e-9)
 
 
 SQRT = engine_settings(mau_mechanism="sqrt")
@@ -263,18 +263,15 @@ async def test_budget_report_matches_dp_accounting_called_directly(tmp_path):
         await system.release(("dau", NOV[0], 1))
         await system.release(("dau", NOV[1], 1))
         await system.release(("mau", NOV[1], 30))
-        report = (await system.budget("2025-11"))["periods"][0]
+        report = (await system.budget("2025-11")).periods[0]
     sigma = accounting.calibrate_discrete_gaussian_sigma(0.3, 1e-6)
     dau = pld.from_discrete_gaussian_mechanism(sigma).self_compose(2)
     m = accounting.gaussian_counter_multiplier(accounting.default_counter_epsilon(30, 0.5, 1e-6), 1e-6)
     mau = pld.from_gaussian_mechanism(m)
-    assert report["metrics"]["dau"]["epsilon_spent"] == pytest.approx(dau.get_epsilon_for_delta(1e-6), rel=1e-9)
-    assert report["metrics"]["mau"]["epsilon_spent"] == pytest.approx(mau.get_epsilon_for_delta(1e-6), rel=1e-6)
-    assert report["combined"]["epsilon_spent"] == pytest.approx(dau.compose(mau).get_epsilon_for_delta(1e-6), rel=1e-6)
-    assert (
-        report["combined"]["epsilon_spent"]
-        < report["metrics"]["dau"]["epsilon_spent"] + report["metrics"]["mau"]["epsilon_spent"]
-    )
+    assert report.metrics["dau"].epsilon_spent == pytest.approx(dau.get_epsilon_for_delta(1e-6), rel=1e-9)
+    assert report.metrics["mau"].epsilon_spent == pytest.approx(mau.get_epsilon_for_delta(1e-6), rel=1e-6)
+    assert report.combined.epsilon_spent == pytest.approx(dau.compose(mau).get_epsilon_for_delta(1e-6), rel=1e-6)
+    assert report.combined.epsilon_spent < report.metrics["dau"].epsilon_spent + report.metrics["mau"].epsilon_spent
 
 
 def test_released_record_never_holds_the_noise():
