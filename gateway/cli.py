@@ -23,6 +23,7 @@ import anyio
 
 from gateway import config as config_mod
 from gateway import logs
+from journal import faults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
             host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None)
         )
     except config_mod.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:  # a test hook; refused in production (journal/faults.py rule 2)
+        faults.configure_from_env({**os.environ, "DPDAU_ENV": cfg.gateway.dpdau_env})
+    except (faults.FaultsInProduction, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(production=cfg.gateway.production, level=cfg.gateway.log_level)

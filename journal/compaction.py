@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 
 from journal import events as ev
+from journal import faults
 from journal.events import StoredRecord
 from journal.store import Journal
 
@@ -65,6 +66,7 @@ async def purge(journal: Journal, targets: list[PurgeTarget], now: float | None 
                 )
             )
         stored = await journal.append_in_transaction(audits)
+    faults.hit("journal.after_rewrite_commit")
     await journal.rebuild()
     return stored
 
@@ -152,6 +154,7 @@ async def shred_run_secret(journal: Journal, run_id: str) -> list[StoredRecord]:
                 assert isinstance(started, ev.CounterStarted)
                 if started.run_id == run_id and started.token_secret:
                     await journal.replace_payload(rec.seq, msgspec.structs.replace(started, token_secret=b""))
+    faults.hit("journal.after_rewrite_commit")
     await journal.rebuild()
     return []
 

@@ -21,11 +21,21 @@ Rules:
    B-tree index on the ingest path costs more than everything else on it together (measured:
    ~120k rows/s at 10M rows versus ~5M rows/s for the appends); bulk segments cost almost
    nothing and a lookup reads one bucket's few segments plus the not-yet-indexed tail.
+5. ``epoch`` counts the committed in-place rewrites (rule 3). Every rewriting method marks its
+   transaction, and ``transaction`` stores ``epoch + 1`` in ``meta`` in that same transaction,
+   so the journal's content and its epoch change atomically. A snapshot records the epoch it
+   was taken at and is valid only while the journal is still at that epoch (a snapshot from
+   before a purge still holds the user, and tail replay of the rewritten records would never
+   take them out again). ``rebuilt_epoch`` is the epoch of the last completed ``rebuild``: when
+   it lags (a crash during VACUUM), the next start rebuilds before anything else.
+6. ``FORMAT`` is the version of this file's schema, stored in ``meta``. A journal written by a
+   newer version is refused at open (``JournalTooNew``), never read by guesswork.
 """
 
 from __future__ import annotations
 
 import functools
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -37,6 +47,7 @@ import anyio
 import numpy as np
 
 from journal import events as ev
+from journal import faults
 from journal.events import StoredRecord
 
 SCHEMA = """
@@ -60,6 +71,7 @@ CREATE TABLE IF NOT EXISTS key_postings (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+FORMAT = 1  # rule 6
 BUCKETS = 256
 MAX_SEGMENTS_PER_BUCKET = 8
 _ACTIVITY = ev.ActivityBatchRecorded.KIND
@@ -86,6 +98,10 @@ class Postings:
 Segment = tuple[int, int, np.ndarray, np.ndarray]  # (first seq, last seq, sorted keys, their seqs)
 
 
+class JournalTooNew(Exception):
+    """The journal file was written by a newer version of this software (rule 6)."""
+
+
 def bucket_of(keys: np.ndarray) -> np.ndarray:
     return (keys >> 56) + 128
 
@@ -101,7 +117,10 @@ class Journal:
         self.journal_id = ""
         self.key_version = 0
         self.index_watermark = 0
-        self.rewrite_epoch = 0  # bumped by every in-place rewrite (purge, rotation, index edits)
+        self.rewrite_epoch = 0  # in memory: bumped by every rewrite call (index staleness, rule 4)
+        self.epoch = 0  # committed in-place rewrites, persisted (rule 5)
+        self.rebuilt_epoch = 0
+        self._rewrote = False  # the open transaction rewrote something
         self._reader: aiosqlite.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -124,10 +143,24 @@ class Journal:
         async with db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM journal") as cur:
             self.head = _scalar(await cur.fetchone())
         meta = await self._meta()
+        stored_format = int(meta.get("format", FORMAT))
+        if stored_format > FORMAT:
+            await db.close()
+            raise JournalTooNew(
+                f"{path} was written by a newer dpdau (journal format {stored_format}; this version reads "
+                f"up to {FORMAT}); upgrade dpdau or point DATA_DIR elsewhere"
+            )
+        if "format" not in meta:
+            await self._set_meta("format", FORMAT)
         if "journal_id" not in meta:
             meta["journal_id"] = uuid.uuid4().hex
             await db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (meta["journal_id"],))
         self.journal_id = meta["journal_id"]
+        self.epoch = int(meta.get("epoch", 0))
+        if "rebuilt_epoch" not in meta:  # a new journal (or one from before epochs): nothing pending
+            meta["rebuilt_epoch"] = str(self.epoch)
+            await self._set_meta("rebuilt_epoch", self.epoch)
+        self.rebuilt_epoch = int(meta["rebuilt_epoch"])
         self.key_version = int(meta.get("key_version", 0))
         # Defence: a watermark past the head would hide later records from the index.
         self.index_watermark = min(int(meta.get("index_watermark", 0)), self.head)
@@ -159,18 +192,47 @@ class Journal:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; a commit or rollback is never cut short by cancellation."""
+        """BEGIN IMMEDIATE ... COMMIT; a commit or rollback is never cut short by cancellation.
+        A failed COMMIT (disk full, I/O error) is rolled back like a failed body: the journal and
+        its in-memory mirror (head, watermark, key version, epoch) are as before the call."""
         saved = (self.head, self.index_watermark, self.key_version)
         await self._db.execute("BEGIN IMMEDIATE")
+        self._rewrote = False
         try:
             yield
+            with anyio.CancelScope(shield=True):
+                if self._rewrote:  # rule 5: the epoch moves in the rewriting transaction itself
+                    await self._set_meta("epoch", self.epoch + 1)
+                    faults.hit("journal.rewrite_commit")
+                await self._db.execute("COMMIT")
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._db.execute("ROLLBACK")
-            self.head, self.index_watermark, self.key_version = saved  # the in-memory mirror too
+                await self.rollback_quietly()
+            self.head, self.index_watermark, self.key_version = saved  # (rewrite_epoch stays bumped)
+            self._rewrote = False
             raise
-        with anyio.CancelScope(shield=True):
-            await self._db.execute("COMMIT")
+        if self._rewrote:
+            self.epoch += 1
+            self._rewrote = False
+
+    async def rollback_quietly(self) -> None:
+        """End whatever transaction is open (SQLite may already have rolled back on an error)."""
+        if self._db.in_transaction:
+            try:
+                await self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _mark_rewrite(self) -> None:
+        if not self._db.in_transaction:
+            raise RuntimeError("journal rewrites must run inside Journal.transaction() (rule 5)")
+        self.rewrite_epoch += 1
+        self._rewrote = True
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """A rewrite committed but its VACUUM did not complete (rule 5)."""
+        return self.rebuilt_epoch < self.epoch
 
     async def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it (after rewrites: no stale copies).
@@ -185,6 +247,9 @@ class Journal:
         """VACUUM (every live row into fresh pages, free space gone) then checkpoint: after a
         rewrite that must leave no trace of the old bytes anywhere in the files."""
         await self._db.execute("VACUUM")
+        faults.hit("journal.after_rebuild")
+        await self._set_meta("rebuilt_epoch", self.epoch)
+        self.rebuilt_epoch = self.epoch
         await self.checkpoint()
 
     # -- appending -------------------------------------------------------------------------
@@ -203,6 +268,7 @@ class Journal:
         stored, rows = self._rows(events)
         if len(rows) <= _ROWS_PER_STATEMENT:
             try:
+                faults.hit("journal.append")
                 await self._db.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
             except BaseException:
                 self.head = head
@@ -214,6 +280,7 @@ class Journal:
 
     async def append_in_transaction(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
         stored, rows = self._rows(events)
+        faults.hit("journal.append")
         await self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
         return stored
 
@@ -351,14 +418,14 @@ class Journal:
             )
 
     async def drop_key_from_index(self, key: int, before_seq: int) -> None:
-        self.rewrite_epoch += 1
+        self._mark_rewrite()
         bucket = int(bucket_of(np.array([key], dtype=np.int64))[0])
         segs = await self._segments(bucket)
         if segs:
             await self._replace_bucket(bucket, segs, drop_key=key, before_seq=before_seq)
 
     async def clear_index(self) -> None:
-        self.rewrite_epoch += 1
+        self._mark_rewrite()
         await self._db.execute("DELETE FROM key_postings")
         await self._set_meta("index_watermark", 0)
         self.index_watermark = 0
@@ -381,14 +448,14 @@ class Journal:
     # -- rewriting (used by compaction and rotation only) -----------------------------------
 
     async def replace_payload(self, seq: int, event: ev.Event) -> None:
-        self.rewrite_epoch += 1
+        self._mark_rewrite()
         await self._db.execute(
             "UPDATE journal SET kind = ?, version = ?, payload = ? WHERE seq = ?",
             (event.KIND, event.VERSION, ev.encode(event), seq),
         )
 
     async def delete_record(self, seq: int) -> None:
-        self.rewrite_epoch += 1
+        self._mark_rewrite()
         await self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
 
     async def set_key_version(self, version: int) -> None:

@@ -11,6 +11,9 @@ Rules:
    each one forward from exactly where it stood.
 3. The snapshot payload has its own ``FORMAT`` (checked by ``journal.snapshots``); a snapshot of
    another format is ignored, never upcast by guesswork.
+4. A snapshot is valid only for the journal epoch it was taken at (``journal.store`` rule 5):
+   rule 2 assumes the records after ``last_seq`` are the ones the state was built against, which
+   an in-place rewrite (purge: the tombstone loses its key; rotation: every key changes) breaks.
 """
 
 from __future__ import annotations
@@ -104,7 +107,13 @@ class World:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> WorldSnapshot:
+        """Every record up to ``days_seq`` went through ``apply``, so every component is at that
+        position even when its last record of interest is older: the snapshot's ``last_seq`` is
+        ``days_seq`` (a conservative minimum would only make the tail longer -- and make a fresh
+        snapshot look older than the purge it follows)."""
         self.fold()
+        for part in (self.ingest, self.releases, self.ledger, self.erasures):
+            part.advance(self.days_seq)
         return WorldSnapshot(
             FORMAT,
             self.days_seq,

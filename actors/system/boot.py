@@ -2,8 +2,9 @@
 
 Rules:
 1. The state is always ``World.apply`` over the journal, from the newest snapshot that passes
-   every check (``journal.snapshots`` rule 2) or from the start. A snapshot that checks out but
-   does not decode is skipped, never trusted.
+   every check (``journal.snapshots`` rule 2, including the journal epoch: a snapshot taken before
+   a purge, a shredding or a rotation is never used after it) or from the start. A snapshot that
+   checks out but does not decode is skipped, never trusted.
 2. Nothing here writes: the caller decides what to do with the rebuilt world.
 """
 
@@ -50,7 +51,9 @@ async def restore_world(
     """Newest valid snapshot + tail replay (or full replay). Returns (world, snapshot seq or None)."""
     world, start, from_seq = None, 0, None
     if use_snapshot and store is not None:
-        loaded = store.load_latest(journal_id=journal.journal_id, head=journal.head, payload_version=world_mod.FORMAT)
+        loaded = store.load_latest(
+            journal_id=journal.journal_id, head=journal.head, payload_version=world_mod.FORMAT, epoch=journal.epoch
+        )
         if loaded is not None:
             info, payload = loaded
             try:

@@ -49,8 +49,9 @@ from actors.system.boot import journal_path, restore_world, snapshot_seq, snapsh
 from actors.system.ingest import IngestService
 from actors.system.router import Router
 from actors.system.snapshotting import Snapshotter
-from journal import compaction
+from journal import compaction, faults
 from journal import events as ev
+from journal.events import StoredRecord
 from journal.groupcommit import Committer
 from journal.store import Journal
 
@@ -58,6 +59,8 @@ log = structlog.get_logger("actors.system")
 
 
 class ActorSystem:
+    upkeep_retry_seconds = 2.0  # how often a failed rebuild / snapshot replacement is retried
+
     def __init__(
         self,
         settings: EngineSettings,
@@ -70,12 +73,19 @@ class ActorSystem:
         self.data_dir = Path(data_dir)
         self.clock = clock
         self.synchronous = synchronous
-        self.snapshots = Snapshotter(snapshot_store(self.data_dir), self.collect, lambda: self.journal.journal_id)
+        self.snapshots = Snapshotter(
+            snapshot_store(self.data_dir),
+            self.collect,
+            journal_id=lambda: self.journal.journal_id,
+            epoch=lambda: self.journal.epoch,
+            position=lambda: self.committer.dispatched_seq,
+        )
         self.ready = False
         self.boot_error: BaseException | None = None
         self.restored_from: int | None = None
         self.actor_crashes: dict[str, int] = {}
         self._bg_scope = anyio.CancelScope()
+        self._upkeep = anyio.Lock()  # a rewrite and its follow-up (rebuild, snapshots) at a time
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +116,10 @@ class ActorSystem:
     async def _boot(self) -> None:
         started = time.perf_counter()
         try:
+            if self.journal.needs_rebuild:  # a crash during a purge's VACUUM: finish it first
+                log.warning("journal_rebuild_resumed", epoch=self.journal.epoch)
+                await self.journal.rebuild()
+            swept = self.snapshots.store.sweep(journal_id=self.journal.journal_id, epoch=self.journal.epoch)
             world, self.restored_from = await restore_world(self.journal, self.snapshots.store, self.settings)
             unshredded = await compaction.unshredded_runs(self.journal)
             self._spawn(world)
@@ -120,12 +134,20 @@ class ActorSystem:
             run = world.releases.runs.get(run_id)
             if run is not None and run.t >= run.started.horizon:
                 self._tg.start_soon(self._shred_run, run_id, name="shred-at-boot")
+        # Files of another epoch were swept above; one of this epoch older than the last purge was
+        # captured while that purge ran and may still hold its users (erasure book). Either way a
+        # crash interrupted a purge's follow-up: finish it *before* ready, so no receipt says
+        # "applied" for a purge that is complete, and no stale file outlives the boot.
         purged = world.erasures.last_purge_seq()
-        stale = [p for p in self.snapshots.store.list() if snapshot_seq(p) < purged]
-        if stale:  # a crash between a purge and its snapshot rewrite: finish the purge's job
-            self._tg.start_soon(self._replace_snapshots, name="snapshot-after-purge")
+        behind = [p.name for p in self.snapshots.store.list() if snapshot_seq(p) < purged]
+        if swept or behind:
+            log.warning("snapshots_replaced_at_boot", swept=swept, older_than_last_purge=behind)
+            try:
+                await self._replace_snapshots()
+            except Exception as exc:  # e.g. disk full: the upkeep loop retries (snapshots.dirty)
+                log.error("snapshot_replace_failed", error=repr(exc))
         else:
-            self.snapshots.clean_seq = self.journal.head
+            self.snapshots.mark_clean()
         self.ready = True
         log.info(
             "ready",
@@ -202,6 +224,7 @@ class ActorSystem:
                 bg.start_soon(
                     loops.snapshot_loop, self.snapshots, lambda: self.journal.head, self.settings, name="snapshots"
                 )
+                bg.start_soon(self._upkeep_loop, name="upkeep")
 
     async def _shutdown(self) -> None:
         self._bg_scope.cancel()
@@ -209,9 +232,10 @@ class ActorSystem:
             return
         self.ready = False
         await self.committer.drain_and_stop()
-        if self.committer.failure is None and self.journal.head > self.snapshots.last_seq:
+        dirty = self.snapshots.dirty and not self.journal.needs_rebuild
+        if self.committer.failure is None and (dirty or self.journal.head > self.snapshots.last_seq):
             try:
-                await self.snapshot()
+                await self.snapshots.write(replace_all=dirty)
             except Exception as exc:
                 log.error("final_snapshot_failed", error=repr(exc))
         self.supervisor.close_all()
@@ -226,19 +250,43 @@ class ActorSystem:
         if not targets:
             return
         now = self._now()
-        await self.committer.run_job(lambda journal: compaction.purge(journal, targets, now))
-        await self._replace_snapshots()
+        async with self._upkeep:
+            await self.committer.run_job(lambda journal: compaction.purge(journal, targets, now))
+            faults.hit("purge.before_snapshots")
+            await self._replace_snapshots()
         log.info("erasures_purged", count=len(targets))
 
     async def _shred_run(self, run_id: str) -> None:
         """Crypto-shred a finished counter run's token secret (flippancy rule 3): journal first,
         then every snapshot (they hold a copy)."""
-        await self.committer.run_job(lambda journal: compaction.shred_run_secret(journal, run_id))
-        await self._replace_snapshots()
+        async with self._upkeep:
+            await self.committer.run_job(lambda journal: compaction.shred_run_secret(journal, run_id))
+            await self._replace_snapshots()
         log.info("counter_run_secret_shredded", run_id=run_id)
 
     async def _replace_snapshots(self) -> None:
-        await self.snapshots.replace_all(self.committer.dispatched_seq)
+        await self.snapshots.replace_all()
+
+    async def _upkeep_loop(self) -> None:
+        """Finish what a failed rewrite left undone, once the cause is gone (a full disk): the
+        VACUUM of a committed purge, then the snapshot replacement -- in that order, because a
+        receipt says ``purged`` only after both (no byte left in the database file, none in a
+        snapshot)."""
+        while True:
+            await anyio.sleep(self.upkeep_retry_seconds)
+            if self.committer.failure is not None or self._upkeep.locked():
+                continue
+            if not (self.journal.needs_rebuild or self.snapshots.dirty):
+                continue
+            async with self._upkeep:
+                try:
+                    if self.journal.needs_rebuild:
+                        await self.committer.run_job(_rebuild)
+                    if self.snapshots.dirty:
+                        await self._replace_snapshots()
+                    log.info("upkeep_completed", epoch=self.journal.epoch)
+                except Exception as exc:
+                    log.error("upkeep_failed", error=repr(exc))
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -358,3 +406,8 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     mailbox_depth: dict[str, int] = {}
     releases: int = 0
     index_watermark: int = 0
+
+
+async def _rebuild(journal: Journal) -> list[StoredRecord]:
+    await journal.rebuild()
+    return []

@@ -31,6 +31,9 @@ async def opened(data_dir: Path) -> AsyncIterator[Journal]:
     with DataDirLock(data_dir):
         journal = await Journal.open(journal_path(data_dir))
         try:
+            if journal.needs_rebuild:  # a purge's VACUUM was interrupted: finish it first
+                await journal.rebuild()
+            snapshot_store(data_dir).sweep(journal_id=journal.journal_id, epoch=journal.epoch)
             yield journal
         finally:
             await journal.close()
@@ -73,7 +76,11 @@ def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_al
     snap = world.snapshot()
     store = snapshot_store(data_dir)
     path = store.save(
-        world_mod.encode(snap), last_seq=snap.last_seq, journal_id=journal.journal_id, payload_version=world_mod.FORMAT
+        world_mod.encode(snap),
+        last_seq=snap.last_seq,
+        journal_id=journal.journal_id,
+        payload_version=world_mod.FORMAT,
+        epoch=journal.epoch,
     )
     if replace_all:
         for other in store.list():
@@ -96,7 +103,13 @@ async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = 
         store = snapshot_store(data_dir)
         if file is not None:
             # Refuse a file that would be skipped anyway, before it lands among the good ones.
-            store.check(file, journal_id=journal.journal_id, head=journal.head, payload_version=world_mod.FORMAT)
+            store.check(
+                file,
+                journal_id=journal.journal_id,
+                head=journal.head,
+                payload_version=world_mod.FORMAT,
+                epoch=journal.epoch,
+            )
             store.install(file)
         started = time.perf_counter()
         world, from_seq = await restore_world(journal, store, settings)

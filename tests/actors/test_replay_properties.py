@@ -1,7 +1,11 @@
 """The event-sourcing invariants, on hypothesis-generated streams through the real system:
 
 live state == full replay == snapshot + tail replay == compacted replay == brute-force model,
-replaying twice changes nothing, and idempotent retries are not applied twice.
+replaying twice changes nothing, and idempotent retries are not applied twice. Purges run in the
+middle of the stream too, and "crash" images of the data directory are taken at the moments a
+``kill -9`` could hit (after a purge committed, before its snapshots were replaced): the newest
+valid snapshot + tail of every image equals the full replay of that image and the live state at
+that instant, and a kept snapshot is usable exactly while no rewrite happened after it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ OPS = st.one_of(
     st.tuples(st.just("erase"), USERS),
     st.tuples(st.just("snapshot")),
     st.tuples(st.just("release"), st.sampled_from(["dau", "mau"]), st.integers(0, 20)),
+    st.tuples(st.just("purge"), st.booleans()),  # True: "crash" after the purge committed
+    st.tuples(st.just("crash")),
 )
 
 
@@ -60,11 +66,37 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
     return out
 
 
+async def crash_image(system, dst: Path) -> Path:
+    """The data directory as a ``kill -9`` at this instant leaves it: copied inside an exclusive
+    committer job, so no journal write (the indexer's included) is half-done while copying."""
+
+    async def copy(journal):
+        await anyio.to_thread.run_sync(
+            lambda: shutil.copytree(system.data_dir, dst, ignore=shutil.ignore_patterns(".lock"))
+        )
+        return []
+
+    await system.committer.run_job(copy)
+    return dst
+
+
+async def check_image(image: Path, live: dict, engine) -> None:
+    journal = await Journal.open(journal_path(image))
+    try:
+        full, _ = await restore_world(journal, None, engine, use_snapshot=False)
+        restored, _ = await restore_world(journal, SnapshotStore(image / "snapshots"), engine)
+        assert canonical(full.snapshot()) == live
+        assert canonical(restored.snapshot()) == live
+    finally:
+        await journal.close()
+
+
 async def scenario(ops, workdir: Path) -> None:
     data = workdir / "data"
     model = Model()
     retries: list[tuple[str, list, tuple]] = []
-    kept_snapshot: Path | None = None
+    kept: list[tuple[Path, int]] = []  # (copy of a snapshot, journal epoch when it was taken)
+    images: list[tuple[Path, dict]] = []
     engine = engine_settings(w_bound=2, mau_mechanism="sqrt")  # exercise the counter state too
     async with running_system(data, engine) as system:
         for i, op in enumerate(ops):
@@ -82,8 +114,21 @@ async def scenario(ops, workdir: Path) -> None:
                 model.erase(op[1])
             elif op[0] == "snapshot":
                 path = await system.snapshot()
-                kept_snapshot = workdir / "kept.snap"
-                shutil.copyfile(path, kept_snapshot)
+                kept.append((workdir / f"kept-{i}.snap", system.journal.epoch))
+                shutil.copyfile(path, kept[-1][0])
+            elif op[0] == "purge":
+                outstanding = system.erasure.book.outstanding()
+                targets = [compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at) for e in outstanding]
+                if op[1] and targets:  # the process dies after the commit, before the snapshots
+                    await system.committer.run_job(lambda journal, t=targets: compaction.purge(journal, t))
+                    image = await crash_image(system, workdir / f"image-{i}")
+                    images.append((image, canonical(await system.collect())))
+                    await system._replace_snapshots()
+                else:
+                    await system._purge(outstanding)
+            elif op[0] == "crash":
+                image = await crash_image(system, workdir / f"image-{i}")
+                images.append((image, canonical(await system.collect())))
             else:
                 window = 1 if op[1] == "dau" else 30
                 await system.release((op[1], BASE + op[2], window))
@@ -94,6 +139,10 @@ async def scenario(ops, workdir: Path) -> None:
             assert replayed and (receipt.first_seq, receipt.last_seq) == seqs
         assert system.journal.head == head
         live = canonical(await system.collect())
+        final_epoch = system.journal.epoch
+
+    for image, at_crash in images:
+        await check_image(image, at_crash, engine)
 
     journal = await Journal.open(journal_path(data))
     try:
@@ -110,12 +159,12 @@ async def scenario(ops, workdir: Path) -> None:
                 again.apply(rec)
         assert canonical(again.snapshot()) == live
 
-        if kept_snapshot is not None:
-            alone = workdir / "alone"
+        for n, (copy, epoch) in enumerate(kept):
+            alone = workdir / f"alone-{n}"
             alone.mkdir()
-            shutil.copyfile(kept_snapshot, alone / kept_snapshot.name.replace("kept", "snapshot-0"))
+            shutil.copyfile(copy, alone / "snapshot-0.snap")
             tail, from_seq = await restore_world(journal, SnapshotStore(alone), engine)
-            assert from_seq is not None
+            assert (from_seq is not None) == (epoch == final_epoch)  # usable iff no rewrite since
             assert canonical(tail.snapshot()) == live
 
         targets = [
