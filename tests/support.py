@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import numpy as np
 
 from actors.settings import EngineSettings
@@ -142,6 +144,20 @@ def settings(**overrides) -> EngineSettings:
     base = {"purge_delay_seconds": 3600, "snapshot_every_seconds": 3600, "index_idle_seconds": 0.2}
     base.update(overrides)
     return EngineSettings(**base)
+
+
+async def crash_image(system: ActorSystem, dst: Path) -> Path:
+    """The data directory as a ``kill -9`` at this instant leaves it: copied inside an exclusive
+    committer job, so no journal write (the indexer's included) is half-done while copying."""
+
+    async def copy(journal: object) -> list:
+        await anyio.to_thread.run_sync(
+            lambda: shutil.copytree(system.data_dir, dst, ignore=shutil.ignore_patterns(".lock"))
+        )
+        return []
+
+    await system.committer.run_job(copy)
+    return dst
 
 
 @asynccontextmanager

@@ -24,7 +24,7 @@ from actors.system import journal_path, restore_world
 from journal import compaction
 from journal.snapshots import SnapshotStore
 from journal.store import Journal
-from tests.support import Model, day, ingest, running_system
+from tests.support import Model, crash_image, day, ingest, running_system
 from tests.support import settings as engine_settings
 
 BASE = day("2025-03-20")  # long closed: releases are allowed
@@ -64,20 +64,6 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
     else:
         out["erasures"] = sorted(e.erasure_id for e in snap.erasures.entries)
     return out
-
-
-async def crash_image(system, dst: Path) -> Path:
-    """The data directory as a ``kill -9`` at this instant leaves it: copied inside an exclusive
-    committer job, so no journal write (the indexer's included) is half-done while copying."""
-
-    async def copy(journal):
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(system.data_dir, dst, ignore=shutil.ignore_patterns(".lock"))
-        )
-        return []
-
-    await system.committer.run_job(copy)
-    return dst
 
 
 async def check_image(image: Path, live: dict, engine) -> None:

@@ -11,7 +11,6 @@ crash window, in-process (copying the data directory is the crash image: what ``
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import anyio
@@ -22,16 +21,10 @@ from actors.system.maintenance import write_snapshot
 from journal import compaction
 from journal import events as ev
 from journal.store import Journal
-from tests.support import day, ingest, running_system
+from tests.support import crash_image, day, ingest, running_system
 from tests.support import settings as engine_settings
 
 D = day("2025-10-10")
-
-
-def crash_image(data: Path, dst: Path) -> Path:
-    """What a ``kill -9`` at this instant leaves on disk (the caller holds the writer idle)."""
-    shutil.copytree(data, dst, ignore=shutil.ignore_patterns(".lock"))
-    return dst
 
 
 async def restored_and_replayed(data: Path) -> tuple[World, World, int | None]:
@@ -71,10 +64,10 @@ async def test_crash_between_purge_commit_and_snapshot_rewrite(tmp_path):
         await ingest(system, [(42, D, 1), (43, D, 1)])
         await system.snapshot()  # holds user 42
         receipt = await system.erase(42)
-        entry = system.erasure.book.entries[receipt["erasure_id"]]
+        entry = system.erasure.book.entries[receipt.erasure_id]
         target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
         await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
-        image = crash_image(data, tmp_path / "crashed")  # dies before the snapshots are rewritten
+        image = await crash_image(system, tmp_path / "crashed")  # dies before the snapshots are rewritten
 
     restored, full, _ = await restored_and_replayed(image)
     assert full.counts() == {D: 1}
@@ -82,8 +75,8 @@ async def test_crash_between_purge_commit_and_snapshot_rewrite(tmp_path):
 
     async with running_system(image) as system:  # and the live system booted on it agrees
         assert {d: len(a.state.members()) for d, a in system.router.days.items()} == {D: 1}
-        status = await system.erasure_status(receipt["erasure_id"])
-        assert status["status"] == "purged"  # boot finished the purge's job before ready
+        status = await system.erasure_status(receipt.erasure_id)
+        assert status.status == "purged"  # boot finished the purge's job before ready
 
 
 async def test_snapshot_collected_before_a_purge_and_saved_after_it_is_not_trusted(tmp_path):
@@ -97,7 +90,7 @@ async def test_snapshot_collected_before_a_purge_and_saved_after_it_is_not_trust
         async def collect_then_purge_commits():
             snap = await real_collect()  # state at S: user 42 present, tombstone not yet written
             receipt = await system.erase(42)
-            entry = system.erasure.book.entries[receipt["erasure_id"]]
+            entry = system.erasure.book.entries[receipt.erasure_id]
             target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
             await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
             purged.set()
@@ -106,7 +99,7 @@ async def test_snapshot_collected_before_a_purge_and_saved_after_it_is_not_trust
         system.snapshots._collect = collect_then_purge_commits
         await system.snapshot()
         assert purged.is_set()
-        image = crash_image(data, tmp_path / "crashed")
+        image = await crash_image(system, tmp_path / "crashed")
 
     restored, full, _ = await restored_and_replayed(image)
     assert full.counts() == {D: 1}
@@ -122,7 +115,7 @@ async def test_offline_compact_leaves_a_snapshot_the_next_boot_uses(tmp_path):
         await ingest(system, [(42, D, 1), (43, D, 1)])
         receipt = await system.erase(42)
     out = await maintenance.compact(engine_settings(), data)
-    assert [p["erasure_id"] for p in out["purged"]] == [receipt["erasure_id"]]
+    assert [p["erasure_id"] for p in out["purged"]] == [receipt.erasure_id]
     async with running_system(data) as system:
         assert system.restored_from is not None and system.restored_from >= system.journal.head - 1
-        assert (await system.erasure_status(receipt["erasure_id"]))["status"] == "purged"
+        assert (await system.erasure_status(receipt.erasure_id)).status == "purged"
