@@ -18,7 +18,7 @@ METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
-    # releases and privacy (DESIGN.md section 6; product defaults in section 10)
+    # releases and privacy (README "Privacy statement"; product defaults)
     dau_mechanism: MechanismName = "gaussian"
     # gaussian: the evaluation (eval/, README "Evaluation") finds it has the lowest total error on
     # realistic churn at the default budget and W_BOUND 2 (counters lose to freezing bias).

@@ -1,4 +1,4 @@
-"""Evaluation of the DAU/MAU release engine (DESIGN.md section 9).
+"""Evaluation of the DAU/MAU release engine (README "Evaluation").
 
 Modules:
 * ``randomness``  -- seeded ``RandomSource`` for the exact samplers, and seed resolution.
@@ -10,7 +10,7 @@ Modules:
 * ``report``      -- ``summary.md`` tables.
 * ``run``         -- ``python -m eval.run [--quick] [--seed N] [--experiment-id ID] [--data-dir DIR]``.
 
-Unlike the service, evaluation seeds its own generator (DESIGN.md section 6), so every number
+Unlike the service, evaluation seeds its own generator (the service never does: README "Privacy statement"), so every number
 here is reproducible from ``DEFAULT_SEED`` (or ``--seed``). The stdlib ``random`` module is
 imported in ``eval/`` only, never in ``actors/``, ``gateway/`` or ``journal/``.
 """

@@ -1,4 +1,4 @@
-"""Experiments (a)-(f) of the evaluation (DESIGN.md section 9). Each returns plain data.
+"""Experiments (a)-(f) of the evaluation (README "Evaluation"). Each returns plain data.
 
 Rules:
 1. Every number is computed by the service's own pure functions (``eval.releases``), against

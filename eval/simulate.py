@@ -8,7 +8,7 @@ Rules:
    ``erased_user``, ``erased_pos`` (the erasure is journaled just before event ``erased_pos``)
    and ``erased_day`` (the arrival day it belongs to), sorted by position.
 2. Releases of day ``d`` happen once day ``d`` has closed, i.e. after every event and erasure
-   whose arrival day is ``<= d`` and before any later one (``DESIGN.md`` section 6: a release
+   whose arrival day is ``<= d`` and before any later one (a release
    reflects all data known at release time). The truth of a release is computed at that point.
 3. The truth uses the membership semantics of ``actors.membership``: per (user, day) a boolean,
    ``+`` sets it, ``-`` clears it, repeats are idempotent, journal order decides; an erasure
