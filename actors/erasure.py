@@ -8,6 +8,9 @@ Rules:
    exclusive job slot once ``PURGE_DELAY_SECONDS`` have passed since the oldest outstanding
    request -- and then purges *every* outstanding erasure (early is within the promise). A
    purge rebuilds the database file, so one per delay period, not one per erasure.
+3. ``purge_erased`` is compaction with the domain's rule for the anonymous tombstone (what the erased
+   user still owes the counter runs, ``flippancy.anonymous_tombstone``): every purge in the
+   service, the offline ``compact`` and the tests goes through it.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
+from actors.privacy import flippancy
 from actors.runtime import Actor, Ask
 from actors.state.erasure_book import ErasureBook, ErasureEntry, ErasureSnapshot
-from journal.events import ErasurePurged, UserErased
+from journal import compaction
+from journal.compaction import PurgeTarget
+from journal.events import ErasurePurged, StoredRecord, UserErased
+from journal.store import Journal
 
 log = structlog.get_logger("actors.erasure")
+
+
+async def purge_erased(journal: Journal, targets: list[PurgeTarget], now: float | None = None) -> list[StoredRecord]:
+    """Physically remove erased users (rule 3); run it as an exclusive committer job."""
+    return await compaction.purge(journal, targets, anonymise=flippancy.anonymous_tombstone, now=now)
 
 
 @dataclass(slots=True)

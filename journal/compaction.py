@@ -4,16 +4,21 @@ Rules:
 1. Runs as an exclusive committer job (no append can interleave) and rewrites in ONE
    transaction: the user's events in every activity record before the tombstone, the user's
    entries in every counter step before it, the user's index postings, and the tombstone itself
-   (its key is replaced by the anonymous ``counter_exits`` it owed). The same transaction appends
-   one ``ErasurePurged`` audit record per erasure: id, request time, purge time, events removed.
-2. A record emptied by the purge stays as an empty batch: sequence numbers are never reused.
-3. Then the database is rebuilt (``VACUUM``) and the WAL checkpointed with TRUNCATE.
+   (its key is replaced by what the caller's ``anonymise`` says the anonymous tombstone holds).
+   The same transaction appends one ``ErasurePurged`` audit record per erasure: id, request time,
+   purge time, events removed.
+2. This module stores and rewrites; it decides nothing about the domain. What an erased user
+   still owes the continual-counter runs (the anonymous exits, the tokens that keep them out of a
+   run in progress) is computed by the caller's ``anonymise`` from the counter records before
+   the tombstone (``actors.privacy.flippancy.anonymous_tombstone``); journal/ imports no actors.
+3. A record emptied by the purge stays as an empty batch: sequence numbers are never reused.
+4. Then the database is rebuilt (``VACUUM``) and the WAL checkpointed with TRUNCATE.
    ``secure_delete`` alone is not enough: measured here, a rewritten index row occasionally left
    the old bytes in a page's free space (about 1 victim in 50), and any earlier rewrite can have
    left such fragments. VACUUM writes every live row into fresh pages, so nothing that is not
    live survives in the file; the checkpoint leaves nothing in ``-wal``. The caller regenerates
    snapshots and deletes the old ones (they hold the pseudonym too).
-4. Events of the same user *after* the tombstone are new data and are kept.
+5. Events of the same user *after* the tombstone are new data and are kept.
 
 Replay of a compacted journal equals replay of the journal before compaction: the events
 dropped here were already cancelled by the tombstone (an erasure clears every day), and the
@@ -23,6 +28,7 @@ anonymous exits keep the counter runs' owed -1 that the dropped counter entries 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -33,6 +39,10 @@ from journal import faults
 from journal.events import StoredRecord
 from journal.store import Journal
 
+CounterHistory = list[ev.CounterStarted | ev.CounterStepped]
+# (tombstone with its key, the counter records before it as they were) -> the anonymous tombstone
+Anonymise = Callable[[ev.UserErased, CounterHistory], ev.UserErased]
+
 
 @dataclass(frozen=True)
 class PurgeTarget:
@@ -42,20 +52,24 @@ class PurgeTarget:
     requested_at: float
 
 
-async def purge(journal: Journal, targets: list[PurgeTarget], now: float | None = None) -> list[StoredRecord]:
+async def purge(
+    journal: Journal, targets: list[PurgeTarget], *, anonymise: Anonymise, now: float | None = None
+) -> list[StoredRecord]:
     now = time.time() if now is None else now
     await journal.index_pending()
     async with journal.transaction():
         audits = []
         for target in targets:
             removed = await _purge_activity(journal, target)
-            exits, blocked = await _purge_counter_steps(journal, target)
+            history = await _purge_counter_steps(journal, target)
             await journal.drop_key_from_index(target.key, target.tombstone_seq)
             tomb = await journal.record_at(target.tombstone_seq)
-            # Only the first purge rewrites the tombstone: a repeat (after a failure) would
-            # recompute exits from counter steps that no longer hold the key.
+            # Only the first purge rewrites the tombstone: a repeat (after a failure) would see
+            # counter steps that no longer hold the key.
             if tomb is not None and isinstance(tomb.event, ev.UserErased) and tomb.event.key is not None:
-                anonymous = msgspec.structs.replace(tomb.event, key=None, counter_exits=exits, blocked_tokens=blocked)
+                anonymous = anonymise(tomb.event, history)
+                if anonymous.key is not None or anonymous.erasure_id != tomb.event.erasure_id:
+                    raise ValueError("anonymise must return the same erasure without its key")
                 await journal.replace_payload(target.tombstone_seq, anonymous)
             audits.append(
                 ev.ErasurePurged(
@@ -101,47 +115,30 @@ def without(batch: ev.ActivityBatchRecorded, keep: np.ndarray) -> ev.ActivityBat
     )
 
 
-async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> tuple[dict[str, int], dict[str, int]]:
-    """Drop the user from counter steps before the tombstone. Returns, per run, the exit the
-    erasure owed (the user was counted) and, for runs still in progress at the erasure whose
-    secret is not shredded, the token that keeps the user out of the rest of the run."""
-    net: dict[str, int] = {}
-    steps: dict[str, int] = {}
-    runs: dict[str, ev.CounterStarted] = {}
+async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> CounterHistory:
+    """Drop the user from the counter steps before the tombstone. Returns the counter records
+    before the tombstone as they were (for ``anonymise``), in journal order."""
+    history: CounterHistory = []
     kinds = [ev.CounterStarted.KIND, ev.CounterStepped.KIND]
     async for records in journal.read(0, kinds=kinds):
         for rec in records:
             step = rec.event
             if rec.seq >= target.tombstone_seq:
-                return _owed(net, steps, runs, target.key)
-            if isinstance(step, ev.CounterStarted):
-                runs[step.run_id] = step
+                return history
+            if not isinstance(step, (ev.CounterStarted, ev.CounterStepped)):
                 continue
-            assert isinstance(step, ev.CounterStepped)
-            steps[step.run_id] = steps.get(step.run_id, 0) + 1
+            history.append(step)
+            if isinstance(step, ev.CounterStarted):
+                continue
             entered = np.frombuffer(step.entered, dtype="<i8")
             left = np.frombuffer(step.left, dtype="<i8")
             e_hit, l_hit = entered == target.key, left == target.key
-            if not (e_hit.any() or l_hit.any()):
-                continue
-            net[step.run_id] = net.get(step.run_id, 0) + int(e_hit.sum()) - int(l_hit.sum())
-            await journal.replace_payload(
-                rec.seq,
-                msgspec.structs.replace(step, entered=entered[~e_hit].tobytes(), left=left[~l_hit].tobytes()),
-            )
-    return _owed(net, steps, runs, target.key)
-
-
-def _owed(
-    net: dict[str, int], steps: dict[str, int], runs: dict[str, ev.CounterStarted], key: int
-) -> tuple[dict[str, int], dict[str, int]]:
-    exits = {run: 1 for run, n in net.items() if n > 0}
-    blocked = {
-        run_id: int(ev.counter_tokens(started.token_secret, np.array([key], dtype=np.int64))[0])
-        for run_id, started in runs.items()
-        if started.token_secret and steps.get(run_id, 0) < started.horizon
-    }
-    return exits, blocked
+            if e_hit.any() or l_hit.any():
+                await journal.replace_payload(
+                    rec.seq,
+                    msgspec.structs.replace(step, entered=entered[~e_hit].tobytes(), left=left[~l_hit].tobytes()),
+                )
+    return history
 
 
 async def shred_run_secret(journal: Journal, run_id: str) -> list[StoredRecord]:

@@ -15,8 +15,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -221,21 +219,6 @@ class StoredRecord:
     seq: int
     last_seq: int
     event: Event
-
-
-def counter_tokens(secret: bytes, keys: np.ndarray) -> np.ndarray:
-    """HMAC-SHA256(run secret, key) as signed int64: how a counter run remembers an erased user
-    without the pseudonym (``CounterStarted.token_secret``; ``UserErased.blocked_tokens``)."""
-    digest = hmac.digest
-    return np.array(
-        [
-            int.from_bytes(
-                digest(secret, k.to_bytes(8, "little", signed=True), hashlib.sha256)[:8], "little", signed=True
-            )
-            for k in np.asarray(keys, dtype=np.int64).tolist()
-        ],
-        dtype=np.int64,
-    )
 
 
 EVENT_TYPES: dict[int, type[Event]] = {

@@ -19,6 +19,10 @@ Rules:
 4. Everything here is pure and deterministic: ``plan_step`` proposes a step from a membership
    array, ``apply_step`` applies a journaled step. Live and replay both go through
    ``apply_step``/``apply_erasure`` in journal order, so they cannot disagree.
+5. When the purge removes an erased user's pseudonym from the journal, what the runs still need
+   from that erasure is decided here (``anonymous_tombstone``), not in ``journal/``: per run, the
+   exit owed (the user was counted at the tombstone) and, per run still in progress whose secret
+   is not shredded, the blocking token. ``journal.compaction`` only writes what it is given.
 
 Privacy argument (why the counter's sensitivity is taken over alternating patterns): a user's
 contribution to z is +1 at each 0->1 flip and -1 at each 1->0 flip of *their own* s_u, and
@@ -30,14 +34,32 @@ exit of an erasure is the same user's final -1, only recorded without the identi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 
 from actors.state import membership
 from actors.state.membership import EMPTY
-from journal.events import CounterStarted, CounterStepped
-from journal.events import counter_tokens as tokens
+from journal.events import CounterStarted, CounterStepped, UserErased
+
+
+def tokens(secret: bytes, keys: np.ndarray) -> np.ndarray:
+    """HMAC-SHA256(run secret, key) as signed int64: how a counter run remembers an erased user
+    without the pseudonym (``CounterStarted.token_secret``; ``UserErased.blocked_tokens``)."""
+    digest = hmac.digest
+    return np.array(
+        [
+            int.from_bytes(
+                digest(secret, k.to_bytes(8, "little", signed=True), hashlib.sha256)[:8], "little", signed=True
+            )
+            for k in np.asarray(keys, dtype=np.int64).tolist()
+        ],
+        dtype=np.int64,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +183,37 @@ def step_event(
         left=np.ascontiguousarray(left, dtype="<i8").tobytes(),
         frozen=frozen,
     )
+
+
+def anonymous_tombstone(tombstone: UserErased, history: Iterable[CounterStarted | CounterStepped]) -> UserErased:
+    """The tombstone without its key, carrying what the runs still need from it (rule 5).
+
+    ``history`` is every counter record before the tombstone, in journal order, as journaled
+    (still holding the key). Exit owed to a run: the user's net flips in it are positive (it was
+    counted when erased). Token: for every run that had not stepped its whole horizon at the
+    tombstone and still has its secret, so the user cannot re-enter it (rule 3).
+    """
+    key = tombstone.key
+    if key is None:
+        raise ValueError("the tombstone is already anonymous")
+    net: dict[str, int] = {}
+    steps: dict[str, int] = {}
+    runs: dict[str, CounterStarted] = {}
+    for record in history:
+        if isinstance(record, CounterStarted):
+            runs[record.run_id] = record
+            continue
+        steps[record.run_id] = steps.get(record.run_id, 0) + 1
+        entered = np.frombuffer(record.entered, dtype="<i8")
+        left = np.frombuffer(record.left, dtype="<i8")
+        flips = int((entered == key).sum()) - int((left == key).sum())
+        if flips:
+            net[record.run_id] = net.get(record.run_id, 0) + flips
+    probe = np.array([key], dtype=np.int64)
+    blocked = {
+        run_id: int(tokens(started.token_secret, probe)[0])
+        for run_id, started in runs.items()
+        if started.token_secret and steps.get(run_id, 0) < started.horizon
+    }
+    exits = {run_id: 1 for run_id, n in net.items() if n > 0}
+    return msgspec.structs.replace(tombstone, key=None, counter_exits=exits, blocked_tokens=blocked)

@@ -31,7 +31,7 @@ import structlog
 
 from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
 from actors.days import DayActor, DayView
-from actors.erasure import ErasureActor, ErasureBarrier, Lookup
+from actors.erasure import ErasureActor, ErasureBarrier, Lookup, purge_erased
 from actors.privacy import accounting
 from actors.refusals import NotReady
 from actors.release import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
@@ -251,7 +251,7 @@ class ActorSystem:
             return
         now = self._now()
         async with self._upkeep:
-            await self.committer.run_job(lambda journal: compaction.purge(journal, targets, now))
+            await self.committer.run_job(lambda journal: purge_erased(journal, targets, now))
             faults.hit("purge.before_snapshots")
             await self._replace_snapshots()
         log.info("erasures_purged", count=len(targets))

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from actors.erasure import purge_erased
 from actors.settings import EngineSettings
 from actors.state import periods
 from actors.state import world as world_mod
@@ -128,7 +129,7 @@ async def compact(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
             for e in world.erasures.entries.values()
             if e.key is not None and e.purged_at is None
         ]
-        purged = await compaction.purge(journal, targets) if targets else []
+        purged = await purge_erased(journal, targets) if targets else []
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
         path = write_snapshot(journal, world, data_dir, replace_all=True)
         return {

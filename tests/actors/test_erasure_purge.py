@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 
+from actors.erasure import purge_erased
 from journal import compaction
 from tests.support import day, ingest, running_system
 
@@ -22,7 +23,7 @@ async def test_crash_between_compaction_and_snapshot_rewrite_is_finished_at_boot
         entry = system.erasure.book.entries[receipt.erasure_id]
         target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
         # the compaction commits, then the process "dies" before rewriting the snapshots
-        await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
+        await system.committer.run_job(lambda journal: purge_erased(journal, [target]))
         status = await system.erasure_status(receipt.erasure_id)
         assert status.status == "applied" and status.events_removed == 1
         assert any(name.endswith(".snap") for name in holds(tmp_path, 42))

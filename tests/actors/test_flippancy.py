@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.privacy import flippancy
 from actors.privacy.flippancy import CounterRun
-from journal.events import CounterStarted
+from journal.events import CounterStarted, CounterStepped, UserErased
 
 
 def started(w: int = 2, horizon: int = 31) -> CounterStarted:
@@ -128,3 +130,117 @@ def test_anonymous_exits_from_a_compacted_tombstone():
     run = CounterRun(started())
     flippancy.apply_erasure(run, None, anonymous_exits=2)
     assert do_step(run, np.empty(0, dtype=np.int64)) == -2
+
+
+# -- the anonymous tombstone (rule 5): what the purge writes instead of the key ---------------
+
+E = 3
+
+
+def _step_event(run_id: str, t: int, entered=(), left=()):
+    return CounterStepped(
+        run_id=run_id,
+        t=t,
+        day=t,
+        z=len(entered) - len(left),
+        exits_consumed=0,
+        entered=np.array(sorted(entered), dtype="<i8").tobytes(),
+        left=np.array(sorted(left), dtype="<i8").tobytes(),
+        frozen=0,
+    )
+
+
+def _tomb(key=E):
+    return UserErased(erasure_id="er", key=key, requested_at=0.0)
+
+
+def _run(run_id: str, horizon: int = 31, secret: bytes = b"s" * 32):
+    return msgspec.structs.replace(started(horizon=horizon), run_id=run_id, token_secret=secret)
+
+
+@pytest.mark.parametrize(
+    "history, owed",
+    [
+        ([("r1", [E], [])], {"r1": 1}),  # counted when erased
+        ([("r1", [E], []), ("r1", [], [E])], {}),  # entered then left: nothing owed
+        ([("r1", [E], []), ("r1", [], [E]), ("r1", [E, 5], [])], {"r1": 1}),
+        ([("r1", [5], [])], {}),  # never counted
+        ([("r1", [E], []), ("r2", [E, 4], []), ("r2", [], [E, 5])], {"r1": 1}),
+        ([("r1", [E], []), ("r2", [E], [])], {"r1": 1, "r2": 1}),
+        ([], {}),
+    ],
+)
+def test_exits_are_owed_iff_the_user_was_counted_at_the_tombstone(history, owed):
+    t: dict[str, int] = {}
+    records = []
+    for run, entered, left in history:
+        t[run] = t.get(run, 0) + 1
+        records.append(_step_event(run, t[run], entered, left))
+    anon = flippancy.anonymous_tombstone(_tomb(), records)
+    assert anon.key is None and anon.erasure_id == "er" and anon.counter_exits == owed
+    assert anon.blocked_tokens == {}  # no CounterStarted in the history: no secret known
+
+
+def test_tokens_only_for_runs_in_progress_with_their_secret():
+    history = [
+        _run("open"),
+        _run("finished", horizon=2),
+        _run("shredded", secret=b""),
+        _step_event("finished", 1, [E]),
+        _step_event("finished", 2),
+        _step_event("open", 1, [E]),
+    ]
+    anon = flippancy.anonymous_tombstone(_tomb(), history)
+    token = int(flippancy.tokens(b"s" * 32, np.array([E], dtype=np.int64))[0])
+    assert anon.blocked_tokens == {"open": token}
+    assert anon.counter_exits == {"finished": 1, "open": 1}
+    with pytest.raises(ValueError):
+        flippancy.anonymous_tombstone(anon, history)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    memberships=st.lists(st.sets(st.integers(0, 5)), min_size=1, max_size=12),
+    erased_after=st.integers(0, 11),
+    w=st.sampled_from([2, 4]),
+)
+def test_the_anonymous_tombstone_leaves_the_run_where_the_keyed_one_does(memberships, erased_after, w):
+    """Replay of the purged history + the anonymous tombstone == replay of the original history
+    + the tombstone with its key: the purge changes no counter state (compaction's contract)."""
+    horizon = 12
+    start = msgspec.structs.replace(started(w=w, horizon=horizon), run_id="r")
+    t0 = min(erased_after, len(memberships))
+    run = CounterRun(start)
+    steps = []
+    for members in memberships[:t0]:
+        m = np.array(sorted(members), dtype=np.int64)
+        p = flippancy.plan_step(run, m)
+        entered, left, consumed = flippancy.adjust_for_erasures(run, p, np.empty(0, dtype=np.int64), 0)
+        step = flippancy.step_event(run, run.t + 1, entered, left, consumed, p.frozen)
+        flippancy.apply_step(run, step)
+        steps.append(step)
+
+    keyed = CounterRun(start)
+    for s in steps:
+        flippancy.apply_step(keyed, s)
+    flippancy.apply_erasure(keyed, E)
+
+    anon = flippancy.anonymous_tombstone(_tomb(), [start, *steps])
+    purged = CounterRun(start)
+    for s in steps:
+        e = np.frombuffer(s.entered, "<i8")
+        lft = np.frombuffer(s.left, "<i8")
+        flippancy.apply_step(
+            purged, msgspec.structs.replace(s, entered=e[e != E].tobytes(), left=lft[lft != E].tobytes())
+        )
+    flippancy.apply_erasure(purged, None, anon.counter_exits.get("r", 0), anon.blocked_tokens.get("r"))
+
+    assert purged.counted.tolist() == keyed.counted.tolist()
+    assert purged.pending_exits == keyed.pending_exits
+    assert purged.blocked.tolist() == keyed.blocked.tolist()
+    assert purged.flip_keys.tolist() == keyed.flip_keys.tolist()
+    assert purged.flip_counts.tolist() == keyed.flip_counts.tolist()
+    # and from here on the two runs step identically
+    for members in memberships[t0:]:
+        m = np.array(sorted(members), dtype=np.int64)
+        assert do_step(purged, m) == do_step(keyed, m)

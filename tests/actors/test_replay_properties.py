@@ -19,6 +19,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.erasure import purge_erased
 from actors.state.world import World, WorldSnapshot
 from actors.system import journal_path, restore_world
 from journal import compaction
@@ -106,7 +107,7 @@ async def scenario(ops, workdir: Path) -> None:
                 outstanding = system.erasure.book.outstanding()
                 targets = [compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at) for e in outstanding]
                 if op[1] and targets:  # the process dies after the commit, before the snapshots
-                    await system.committer.run_job(lambda journal, t=targets: compaction.purge(journal, t))
+                    await system.committer.run_job(lambda journal, t=targets: purge_erased(journal, t))
                     image = await crash_image(system, workdir / f"image-{i}")
                     images.append((image, canonical(await system.collect())))
                     await system._replace_snapshots()
@@ -159,7 +160,7 @@ async def scenario(ops, workdir: Path) -> None:
             if e.key is not None
         ]
         if targets:
-            await compaction.purge(journal, targets)
+            await purge_erased(journal, targets)
             compacted, _ = await restore_world(journal, None, engine, use_snapshot=False)
             assert canonical(compacted.snapshot(), with_erasure_status=False) == {
                 **live,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from actors.erasure import purge_erased
 from actors.state.world import World
 from actors.system import journal_path, restore_world, snapshot_store
 from actors.system.maintenance import write_snapshot
@@ -47,7 +48,7 @@ async def test_minimal_a_snapshot_older_than_a_purge_is_never_used_after_it(tmp_
         world, _ = await restore_world(journal, None, engine, use_snapshot=False)
         write_snapshot(journal, world, tmp_path)  # holds user 42 at seq 2
         (tomb,) = await journal.append([ev.UserErased(erasure_id="e1", key=42, requested_at=2.0)])
-        await compaction.purge(journal, [compaction.PurgeTarget("e1", 42, tomb.seq, 2.0)])
+        await purge_erased(journal, [compaction.PurgeTarget("e1", 42, tomb.seq, 2.0)])
 
         restored, from_seq = await restore_world(journal, snapshot_store(tmp_path), engine)
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
@@ -66,7 +67,7 @@ async def test_crash_between_purge_commit_and_snapshot_rewrite(tmp_path):
         receipt = await system.erase(42)
         entry = system.erasure.book.entries[receipt.erasure_id]
         target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
-        await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
+        await system.committer.run_job(lambda journal: purge_erased(journal, [target]))
         image = await crash_image(system, tmp_path / "crashed")  # dies before the snapshots are rewritten
 
     restored, full, _ = await restored_and_replayed(image)
@@ -92,7 +93,7 @@ async def test_snapshot_collected_before_a_purge_and_saved_after_it_is_not_trust
             receipt = await system.erase(42)
             entry = system.erasure.book.entries[receipt.erasure_id]
             target = compaction.PurgeTarget(entry.erasure_id, 42, entry.seq, entry.requested_at)
-            await system.committer.run_job(lambda journal: compaction.purge(journal, [target]))
+            await system.committer.run_job(lambda journal: purge_erased(journal, [target]))
             purged.set()
             return snap
 

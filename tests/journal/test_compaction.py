@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.erasure import purge_erased as purge  # the purge as the service runs it
 from journal import events as ev
-from journal.compaction import PurgeTarget, purge, without
+from journal.compaction import PurgeTarget, without
+from journal.compaction import purge as purge_with
 from journal.store import Journal
 from tests.journal.helpers import (
     DB_NAME,
@@ -175,31 +177,39 @@ async def test_purge_is_durable_across_reopen(db_dir):
         await j.close()
 
 
-@pytest.mark.parametrize(
-    "history, owed",
-    [
-        ([("r1", [E], [])], {"r1": 1}),  # counted when erased
-        ([("r1", [E], []), ("r1", [], [E])], {}),  # entered then left: nothing owed
-        ([("r1", [E], []), ("r1", [], [E]), ("r1", [E, C], [])], {"r1": 1}),
-        ([("r1", [C], [])], {}),  # never counted
-        ([("r1", [E], []), ("r2", [E, X], []), ("r2", [], [E, C])], {"r1": 1}),
-        ([("r1", [E], []), ("r2", [E], [])], {"r1": 1, "r2": 1}),
-        ([], {}),
-    ],
-)
-async def test_counter_exits_owed_iff_the_user_was_counted_before_the_tombstone(journal, history, owed):
-    t = {}
-    for run, entered, left in history:
-        t[run] = t.get(run, 0) + 1
-        await journal.append([counter_step(run, t[run], entered=entered, left=left)])
-    tomb = (await journal.append([erased(E)]))[0]
-    await journal.append([counter_step("r1", 99, entered=[E])])  # after the tombstone: ignored
-    audit = await purge(journal, [PurgeTarget("er-1", E, tomb.seq, 0.0)], now=NOW)
-    assert (await journal.record_at(tomb.seq)).event.counter_exits == owed
-    assert audit[0].event.events_removed == 0  # exits are not activity events
+async def test_purge_hands_the_counter_history_to_anonymise_and_writes_what_it_returns(journal):
+    """journal/ decides nothing about counter runs: it passes the counter records before the
+    tombstone, as journaled (key still in them), and writes the tombstone it is given."""
+    recs = await journal.append(
+        [counter_started("r1"), counter_step("r1", 1, entered=[E, C]), counter_step("r1", 2, left=[E])]
+    )
+    tomb = (await journal.append([erased(E, "er-1")]))[0]
+    await journal.append([counter_step("r1", 3, entered=[E])])  # after the tombstone: not history
+    calls = []
+
+    def anonymise(tombstone: ev.UserErased, history: list) -> ev.UserErased:
+        calls.append((tombstone, list(history)))
+        return ev.UserErased(erasure_id=tombstone.erasure_id, key=None, requested_at=0.0, counter_exits={"x": 7})
+
+    await purge_with(journal, [PurgeTarget("er-1", E, tomb.seq, 0.0)], anonymise=anonymise, now=NOW)
+    assert calls == [(tomb.event, [r.event for r in recs])]
+    assert (await journal.record_at(tomb.seq)).event.counter_exits == {"x": 7}
     for r in await read_all(journal, kinds=[ev.CounterStepped.KIND]):
-        has_e = E in unpack(r.event.entered) + unpack(r.event.left)
-        assert has_e == (r.seq > tomb.seq)
+        assert (E in unpack(r.event.entered) + unpack(r.event.left)) == (r.seq > tomb.seq)
+    # a repeated purge (after a failure) does not ask again: the tombstone is already anonymous
+    await purge_with(journal, [PurgeTarget("er-1", E, tomb.seq, 0.0)], anonymise=anonymise, now=NOW)
+    assert len(calls) == 1
+
+
+async def test_purge_refuses_an_anonymised_tombstone_that_still_names_the_user(journal):
+    tomb = (await journal.append([erased(E, "er-1")]))[0]
+
+    def leaky(tombstone: ev.UserErased, history: list) -> ev.UserErased:
+        return tombstone
+
+    with pytest.raises(ValueError, match="without its key"):
+        await purge_with(journal, [PurgeTarget("er-1", E, tomb.seq, 0.0)], anonymise=leaky, now=NOW)
+    assert (await journal.record_at(tomb.seq)).event.key == E  # the transaction rolled back
 
 
 async def test_two_erasures_in_one_purge(journal):

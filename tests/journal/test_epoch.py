@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from actors.erasure import purge_erased
 from journal import compaction, faults
 from journal.snapshots import SnapshotStore
 from journal.store import FORMAT, Journal, JournalTooNew
@@ -72,7 +73,7 @@ async def test_an_interrupted_vacuum_is_remembered(db_dir):
     faults.arm("journal.after_rebuild", "raise:eio*1")
     try:
         with pytest.raises(OSError):
-            await compaction.purge(journal, [compaction.PurgeTarget("er-1", 7, tomb.seq, 1.0)])
+            await purge_erased(journal, [compaction.PurgeTarget("er-1", 7, tomb.seq, 1.0)])
     finally:
         faults.disarm()
     assert journal.epoch == 1 and journal.needs_rebuild  # the purge committed; its VACUUM did not finish
