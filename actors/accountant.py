@@ -2,19 +2,30 @@
 ``actors/state/ledger.py``).
 
 Rules:
-1. The ledger changes only by applying journaled ``BudgetCharged`` records fed in journal order.
-2. A quote composes the period's charges *plus the new one* with ``accounting.compose_epsilon``
-   (PLD, tight) and compares with the cap. The release actor asks for a quote before it draws any
-   noise and journals the charge in the same transaction as the release; nothing is charged on
-   refusal. Only the release actor charges, one release at a time, so a quote cannot go stale.
-3. DAU and MAU are capped separately (``DAU_BUDGET_TOTAL``, ``MAU_BUDGET_TOTAL``) and reported
-   both separately and composed together (the per-user worst case across both metrics).
-4. Composition can take ~0.1-0.3 s the first time a multiset of charges is seen, so it runs in a
+1. The ledger changes only by applying journaled records fed in journal order.
+2. **Accounting by the data a release reads.** A release is charged to every accounting period
+   whose days it reads (``periods.periods_read``; a counter run: ``periods.counter_run_reads``).
+   A quote admits it only if, for *every* such period, the tight composition
+   (``accounting.compose_epsilon``: PLD) of everything already charged to the period *plus the
+   new charge* stays within ``PERIOD_BUDGET_TOTAL`` (all metrics, revisions and counter runs
+   together) and within the metric's sub-cap (``DAU_BUDGET_TOTAL``/``MAU_BUDGET_TOTAL``); and,
+   when ``USER_EPSILON_LIMIT`` is set, the composition of every charge ever plus the new one stays
+   within it. The first cap that would be exceeded is named in the refusal.
+3. The release actor asks for a quote before it draws any noise and journals the charge in the
+   same transaction as the release; nothing is charged on refusal. Only the release actor
+   charges, one release at a time, so a quote cannot go stale.
+4. What this makes true, for any user: everything published is (PERIOD_BUDGET_TOTAL, DELTA)-DP
+   with respect to that user's activity within any one accounting period -- their activity there
+   can only change releases that read its days, all charged to it. Activity spread over k periods
+   is protected by the composition of the distinct charges reaching those k periods
+   (``BudgetReport(last=k)``; ``GET /budget?periods=k``).
+5. Composition can take ~0.05-0.3 s the first time a multiset of charges is seen, so it runs in a
    worker thread; results are memoised in ``accounting``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import anyio
@@ -26,22 +37,41 @@ from actors.runtime import Actor, Ask
 from actors.settings import METRICS, EngineSettings
 from actors.state import periods
 from actors.state.ledger import Ledger, LedgerSnapshot
-from journal.events import BudgetCharged, Metric
+from journal.events import BudgetCharged, CounterStarted, Metric, Released
+
+PERIOD_CAP = "PERIOD_BUDGET_TOTAL"
+LIFETIME_CAP = "USER_EPSILON_LIMIT"
+
+
+def statement(settings: EngineSettings) -> str:
+    """The guarantee every release carries (README "Privacy statement", the issue's wording)."""
+    return (
+        f"for any user, everything published is ({settings.period_budget_total:g}, {settings.delta:g})-DP with "
+        f"respect to that user's activity within any one accounting period ({settings.privacy_period}); activity "
+        "spread over k periods is protected by the composition of those k periods' spends (GET /budget?periods=k)"
+    )
+
+
+def metric_cap_name(metric: Metric) -> str:
+    return f"{metric.upper()}_BUDGET_TOTAL"
 
 
 @dataclass(frozen=True)
 class Quote:
     fits: bool
     metric: Metric
-    period: str
-    spent: float  # before the new charge
-    after: float  # with the new charge
+    period: str | None  # refused: the period whose cap would be exceeded (None: the lifetime limit)
+    cap_name: str  # refused: which cap
+    spent: float  # refused: the composition under that cap before the new charge
+    after: float  # refused: ... and with it
     cap: float
-    next_reset: str  # first day of the next accounting period
+    next_reset: str | None  # refused: first day of the next period (None: the lifetime limit)
+    periods: tuple[str, ...]  # every period the release reads (and is charged to)
+    remaining: float  # admitted: the least epsilon left under any cap it was checked against
 
 
 class MetricSpend(msgspec.Struct, frozen=True):
-    """One metric's spend in one accounting period (epsilon at ``delta``, tight PLD composition)."""
+    """One metric's share of a period (a sub-cap): epsilon at ``delta``, tight PLD composition."""
 
     epsilon_spent: float
     epsilon_cap: float
@@ -51,9 +81,12 @@ class MetricSpend(msgspec.Struct, frozen=True):
 
 
 class CombinedSpend(msgspec.Struct, frozen=True):
-    """Every metric's charges of the period composed together: the per-user worst case."""
+    """Everything charged to the period (every metric, revision, counter run), composed together:
+    the per-user bound for activity within the period, capped by ``PERIOD_BUDGET_TOTAL``."""
 
     epsilon_spent: float
+    epsilon_cap: float
+    epsilon_remaining: float
     delta: float
     charges: int
 
@@ -64,27 +97,93 @@ class PeriodBudget(msgspec.Struct, frozen=True):
     combined: CombinedSpend
 
 
+class Caps(msgspec.Struct, frozen=True):
+    period_total: float
+    dau: float
+    mau: float
+    user_epsilon_limit: float | None
+
+
+class Composition(msgspec.Struct, frozen=True):
+    """The guarantee of a user whose activity lies within ``periods``: every distinct charge that
+    reaches any of them, each once, composed (rule 4)."""
+
+    periods: list[str]
+    epsilon: float
+    delta: float
+    charges: int
+    meaning: str
+
+
+class Lifetime(msgspec.Struct, frozen=True):
+    epsilon_spent: float
+    epsilon_limit: float | None
+    delta: float
+    charges: int
+
+
 class BudgetReportOut(msgspec.Struct, frozen=True):
     delta: float
+    statement: str
+    caps: Caps
     periods: list[PeriodBudget]
+    lifetime: Lifetime
+    composition: Composition | None = None
 
 
 @dataclass(slots=True)
 class QuoteCharge(Ask[Quote]):
     metric: Metric
-    period: periods.Period
+    reads: list[periods.Period]  # every period the release reads
     charge: Charge
 
 
 @dataclass(slots=True)
 class BudgetReport(Ask[BudgetReportOut]):
-    period: str | None  # None = every period with charges, plus the current one
+    period: str | None  # one period by label
+    last: int | None  # the last k periods up to today's, and their composition
     today: int
 
 
 @dataclass(slots=True)
 class LedgerBarrier(Ask[LedgerSnapshot]):
     seq: int
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """Copies of the multisets a quote needs, taken on the actor's task (the worker thread never
+    sees the ledger move)."""
+
+    period: dict[str, list[Charge]]
+    metric: dict[str, list[Charge]]
+    everything: list[Charge]
+
+
+def decide(
+    view: LedgerView, settings: EngineSettings, metric: Metric, reads: list[periods.Period], charge: Charge
+) -> Quote:
+    """Rule 2, pure."""
+    s = settings
+    labels = tuple(p.label for p in reads)
+    remaining = math.inf
+    for p in reads:
+        for cap_name, cap, charges in (
+            (PERIOD_CAP, s.period_budget_total, view.period[p.label]),
+            (metric_cap_name(metric), s.cap(metric), view.metric[p.label]),
+        ):
+            ok, after = accounting.fits(charges, charge, cap, s.delta)
+            if not ok:
+                spent = accounting.compose_epsilon(charges, s.delta)
+                return Quote(False, metric, p.label, cap_name, spent, after, cap, next_reset(p), labels, 0.0)
+            remaining = min(remaining, cap - after)
+    if s.user_epsilon_limit is not None:
+        ok, after = accounting.fits(view.everything, charge, s.user_epsilon_limit, s.delta)
+        if not ok:
+            spent = accounting.compose_epsilon(view.everything, s.delta)
+            return Quote(False, metric, None, LIFETIME_CAP, spent, after, s.user_epsilon_limit, None, labels, 0.0)
+        remaining = min(remaining, s.user_epsilon_limit - after)
+    return Quote(True, metric, None, "", 0.0, 0.0, 0.0, None, labels, max(0.0, remaining))
 
 
 class AccountantActor(Actor):
@@ -95,7 +194,7 @@ class AccountantActor(Actor):
         self.ledger = ledger
         self.settings = settings
 
-    def apply_fed(self, item: tuple[int, BudgetCharged]) -> None:
+    def apply_fed(self, item: tuple[int, BudgetCharged | Released | CounterStarted]) -> None:
         seq, event = item
         self.ledger.apply(seq, event)
 
@@ -111,32 +210,75 @@ class AccountantActor(Actor):
             raise TypeError(f"accountant cannot handle {type(message).__name__}")
 
     async def _quote(self, q: QuoteCharge) -> Quote:
-        s = self.settings
-        charges = self.ledger.charges(q.metric, q.period.label)
-        spent = await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, s.delta)
-        ok, after = await anyio.to_thread.run_sync(accounting.fits, charges, q.charge, s.cap(q.metric), s.delta)
-        return Quote(ok, q.metric, q.period.label, spent, after, s.cap(q.metric), next_reset(q.period))
+        view = LedgerView(
+            {p.label: self.ledger.period_charges(p.label) for p in q.reads},
+            {p.label: self.ledger.charges(q.metric, p.label) for p in q.reads},
+            self.ledger.all_charges() if self.settings.user_epsilon_limit is not None else [],
+        )
+        return await anyio.to_thread.run_sync(decide, view, self.settings, q.metric, q.reads, q.charge)
+
+    # -- reports ---------------------------------------------------------------------------
 
     async def _report(self, r: BudgetReport) -> BudgetReportOut:
-        labels = (
-            [r.period]
-            if r.period
-            else sorted(set(self.ledger.periods()) | {periods.period_of(r.today, self.settings.privacy_period).label})
+        s = self.settings
+        current = periods.period_of(r.today, s.privacy_period)
+        if r.period:
+            labels = [r.period]
+        elif r.last:
+            labels = [p.label for p in last_periods(current, r.last, s.privacy_period)]
+        else:
+            labels = sorted(set(self.ledger.periods()) | {current.label})
+        composition = None
+        if r.last:
+            reaching = self.ledger.reaching(labels)
+            epsilon = await self._compose(reaching)
+            composition = Composition(
+                labels,
+                epsilon,
+                s.delta,
+                len(reaching),
+                (
+                    f"a user whose activity lies within these {len(labels)} period(s) is protected at "
+                    f"({epsilon:.4g}, {s.delta:g})-DP by everything published so far (each release counted once)"
+                    if reaching
+                    else "nothing published so far reads these periods"
+                ),
+            )
+        everything = self.ledger.all_charges()
+        return BudgetReportOut(
+            delta=s.delta,
+            statement=statement(s),
+            caps=Caps(s.period_budget_total, s.dau_budget_total, s.mau_budget_total, s.user_epsilon_limit),
+            periods=[await self._period_report(p) for p in labels],
+            lifetime=Lifetime(await self._compose(everything), s.user_epsilon_limit, s.delta, len(everything)),
+            composition=composition,
         )
-        return BudgetReportOut(self.settings.delta, [await self._period_report(p) for p in labels])
 
     async def _period_report(self, label: str) -> PeriodBudget:
         s = self.settings
         metrics: dict[str, MetricSpend] = {}
-        both: list[Charge] = []
         for metric in METRICS:
             charges = self.ledger.charges(metric, label)
-            both += charges
-            spent = await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, s.delta)
+            spent = await self._compose(charges)
             cap = s.cap(metric)
             metrics[metric] = MetricSpend(spent, cap, max(0.0, cap - spent), s.delta, len(charges))
-        combined = await anyio.to_thread.run_sync(accounting.compose_epsilon, both, s.delta)
-        return PeriodBudget(label, metrics, CombinedSpend(combined, s.delta, len(both)))
+        both = self.ledger.period_charges(label)
+        combined = await self._compose(both)
+        total = s.period_budget_total
+        return PeriodBudget(
+            label, metrics, CombinedSpend(combined, total, max(0.0, total - combined), s.delta, len(both))
+        )
+
+    async def _compose(self, charges: list[Charge]) -> float:
+        return await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, self.settings.delta)
+
+
+def last_periods(current: periods.Period, k: int, kind: str) -> list[periods.Period]:
+    """The ``k`` periods ending with ``current``, oldest first."""
+    out = [current]
+    while len(out) < k:
+        out.append(periods.period_of(out[-1].first_day - 1, kind))
+    return out[::-1]
 
 
 def next_reset(period: periods.Period) -> str:

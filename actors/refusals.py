@@ -30,13 +30,28 @@ class NotClosed(Refusal):
 
 
 class BudgetExhausted(Refusal):
-    def __init__(self, metric: str, period: str, spent: float, needed: float, cap: float, next_reset: str):
+    """The release would push a period it reads over a cap (or the lifetime limit over its own).
+    Raised before any noise is drawn; nothing is charged."""
+
+    def __init__(
+        self,
+        metric: str,
+        period: str | None,
+        spent: float,
+        needed: float,
+        cap: float,
+        next_reset: str | None,
+        cap_name: str = "PERIOD_BUDGET_TOTAL",
+    ) -> None:
+        where = f"accounting period {period}" if period is not None else "all periods together"
         super().__init__(
-            f"{metric} budget for {period} would reach epsilon {needed:.4f} > cap {cap}; nothing was charged"
+            f"this {metric} release reads {where}, whose composition would reach epsilon {needed:.4f} > "
+            f"{cap_name} {cap:g}; nothing was drawn or charged"
         )
         self.body = {
             "metric": metric,
             "accounting_period": period,
+            "cap": cap_name,
             "epsilon_spent": spent,
             "epsilon_after_release": needed,
             "epsilon_cap": cap,

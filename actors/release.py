@@ -4,7 +4,9 @@ Rules:
 1. No value leaves this module before its ``Released`` record is journaled: the reply is read
    back from the book after the commit that contains it (and its charge) was dispatched.
 2. Noise is drawn here (through ``mechanisms``) and nowhere else, after the accountant has
-   quoted the charge as affordable -- a refused release draws nothing and charges nothing.
+   quoted the charge as affordable -- a refused release draws nothing and charges nothing. The
+   charge goes to every accounting period the release reads (``periods.periods_read``; a
+   counter run: ``periods.counter_run_reads``), and the quote checks every one of them.
 3. A key that already has a release is answered from the book, free. A revision is the only way
    to publish a period twice, and it is a fresh independent release, charged like any other.
 4. Releases run one at a time (one mailbox), so the accountant's quote cannot go stale and two
@@ -32,7 +34,7 @@ import anyio
 import numpy as np
 
 from actors import sketches
-from actors.accountant import AccountantActor, Quote, QuoteCharge
+from actors.accountant import AccountantActor, Quote, QuoteCharge, statement
 from actors.days import DayView
 from actors.privacy import accounting, counters, flippancy, mechanisms
 from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
@@ -145,10 +147,12 @@ class ReleaseActor(Actor):
     def _default_window(self, metric: Metric) -> int:
         return 1 if metric == "dau" else self.settings.mau_window_days
 
-    async def _quote(self, metric: Metric, period: periods.Period, charge: accounting.Charge) -> Quote:
-        quote: Quote = await self.accountant.ask(QuoteCharge(metric=metric, period=period, charge=charge))
+    async def _quote(self, metric: Metric, reads: list[periods.Period], charge: accounting.Charge) -> Quote:
+        quote: Quote = await self.accountant.ask(QuoteCharge(metric=metric, reads=reads, charge=charge))
         if not quote.fits:
-            raise BudgetExhausted(metric, period.label, quote.spent, quote.after, quote.cap, quote.next_reset)
+            raise BudgetExhausted(
+                metric, quote.period, quote.spent, quote.after, quote.cap, quote.next_reset, quote.cap_name
+            )
         return quote
 
     # -- independent releases (gaussian / laplace, and every revision) ---------------------
@@ -157,7 +161,8 @@ class ReleaseActor(Actor):
         s = self.settings
         metric, end, window = key.metric, key.day, key.window
         cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
-        quote = await self._quote(metric, period, cal.charge)
+        reads = periods.periods_read(end, window, s.privacy_period)
+        quote = await self._quote(metric, reads, cal.charge)
         theta = s.sketch_impl == "theta"
         views, seen = await self.days.views(periods.window_days(end, window), theta)
         summary = await anyio.to_thread.run_sync(
@@ -182,8 +187,8 @@ class ReleaseActor(Actor):
                 )
             else:
                 noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
-            charge = self._charge_event(metric, period, cal.charge, cal.epsilon, purpose)
-            guarantee = THETA_GUARANTEE if theta else _independent_guarantee(cal, period)
+            charge = self._charge_event(metric, period, reads, cal.charge, cal.epsilon, purpose)
+            guarantee = THETA_GUARANTEE if theta else _independent_guarantee(s, cal, reads)
             return [
                 charge,
                 self._released(
@@ -196,7 +201,7 @@ class ReleaseActor(Actor):
                     cal.delta,
                     charge.charge_id,
                     period,
-                    max(0.0, quote.cap - quote.after),
+                    quote.remaining,
                     guarantee,
                     seen,
                 ),
@@ -230,9 +235,10 @@ class ReleaseActor(Actor):
             mechanisms.counter_plan, kind, period.days, s.w_bound, epsilon, s.delta, s.lattice_bits
         )
         charge = mechanisms.counter_charge(plan)
-        quote = await self._quote(metric, period, charge)
+        reads = periods.counter_run_reads(period, self._default_window(metric), s.privacy_period)
+        quote = await self._quote(metric, reads, charge)
         noise_vector = counters.draw_counter_noise(plan)  # drawn once per run, kept secret
-        charged = self._charge_event(metric, period, charge, epsilon, "counter_run")
+        charged = self._charge_event(metric, period, reads, charge, epsilon, "counter_run")
         started = ev.CounterStarted(
             run_id=uuid.uuid4().hex,
             metric=metric,
@@ -251,7 +257,7 @@ class ReleaseActor(Actor):
             token_secret=secrets.token_bytes(32),  # OS randomness; shredded when the run ends
             epsilon=epsilon,
             charge_id=charged.charge_id,
-            budget_remaining=max(0.0, quote.cap - quote.after),
+            budget_remaining=quote.remaining,
             started_at=self.clock().timestamp(),
         )
         self._plans[started.run_id] = plan
@@ -284,9 +290,10 @@ class ReleaseActor(Actor):
             noisy = mechanisms.release_counter(plan, [*run.z, step.z], run.started.noise)
             st = run.started
             guarantee = (
-                f"user-level ({st.epsilon:.4g}, {self.settings.delta:g})-DP for the whole {st.kind} counter run "
-                f"over {st.accounting_period} (all its days together); users whose membership would flip more "
-                f"than {st.flip_bound} times are frozen (a bias, not a privacy loss)"
+                f"{statement(self.settings)}. This value is step {t} of a {st.kind} counter run over "
+                f"{st.accounting_period}; the whole run is one ({st.epsilon:.4g}, {self.settings.delta:g})-DP event, "
+                f"charged to every period its windows read; users whose membership would flip more than "
+                f"{st.flip_bound} times are frozen (a bias, not a privacy loss)"
             )
             released = self._released(
                 key,
@@ -312,12 +319,19 @@ class ReleaseActor(Actor):
     # -- records ---------------------------------------------------------------------------
 
     def _charge_event(
-        self, metric: Metric, period: periods.Period, charge: accounting.Charge, epsilon: float, purpose: ChargePurpose
+        self,
+        metric: Metric,
+        period: periods.Period,
+        reads: list[periods.Period],
+        charge: accounting.Charge,
+        epsilon: float,
+        purpose: ChargePurpose,
     ) -> ev.BudgetCharged:
         return ev.BudgetCharged(
             charge_id=uuid.uuid4().hex,
             metric=metric,
             accounting_period=period.label,
+            periods=[p.label for p in reads],
             mechanism=charge.mechanism,
             parameter=charge.parameter,
             sensitivity=charge.sensitivity,
@@ -372,11 +386,11 @@ def _independent_of(mechanism: MechanismName) -> IndependentMechanism:
     return "laplace" if mechanism == "laplace" else "gaussian"
 
 
-def _independent_guarantee(cal: mechanisms.Calibrated, period: periods.Period) -> str:
+def _independent_guarantee(settings: EngineSettings, cal: mechanisms.Calibrated, reads: list[periods.Period]) -> str:
     delta = "" if cal.mechanism == "laplace" else f", {cal.delta:g}"
     return (
-        f"user-level ({cal.epsilon:g}{delta})-DP for this release; composed tightly (PLD) with every "
-        f"release of {period.label}, within the period's cap"
+        f"{statement(settings)}. This release alone is ({cal.epsilon:g}{delta})-DP and is charged to "
+        f"{', '.join(p.label for p in reads)} (every period whose days it reads), composed tightly (PLD)"
     )
 
 

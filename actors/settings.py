@@ -26,8 +26,18 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     epsilon_dau: float = 0.3
     epsilon_mau: float = 0.5
     delta: float = 1e-6
+    # Caps, epsilon at DELTA, per accounting period, over everything charged to the period (every
+    # release reading its days: accounting rule in actors/accountant.py). PERIOD_BUDGET_TOTAL is the
+    # per-user bound; the per-metric caps are sub-caps. Defaults: the default schedule (every DAU
+    # and every 30-day MAU of every day) charges a 31-day month 31 DAU + 60 MAU releases, which
+    # compose (PLD) to 5.185 (DAU alone 1.905, MAU alone 4.676); 28-day month 5.012. 5.5 leaves
+    # room for 7 more MAU-sized releases (revisions, other windows) in a 31-day month. See README
+    # "Privacy statement" and eval/experiments.py schedule_fit.
+    period_budget_total: float = 5.5
     dau_budget_total: float = 3.0
-    mau_budget_total: float = 3.5
+    mau_budget_total: float = 5.0
+    # Optional lifetime bound: refuse once the composition of every charge so far would exceed it.
+    user_epsilon_limit: float | None = None
     # epsilon of one whole continual-counter run; None = what (days in period) independent
     # releases at the per-release epsilon compose to, i.e. the same monthly spend.
     counter_epsilon_dau: float | None = None
@@ -61,9 +71,11 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             raise ValueError("W_BOUND must be a positive even integer")
         if not 0 < self.delta < 1:
             raise ValueError("DELTA must be in (0, 1)")
-        for name in ("epsilon_dau", "epsilon_mau", "dau_budget_total", "mau_budget_total"):
+        for name in ("epsilon_dau", "epsilon_mau", "period_budget_total", "dau_budget_total", "mau_budget_total"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name.upper()} must be > 0")
+        if self.user_epsilon_limit is not None and not self.user_epsilon_limit > 0:
+            raise ValueError("USER_EPSILON_LIMIT must be > 0 (or unset)")
         if self.sketch_impl not in ("set", "theta"):
             raise ValueError("SKETCH_IMPL must be 'set' or 'theta'")
         if not 1 <= self.mau_window_days <= self.max_window_days:

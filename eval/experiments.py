@@ -53,7 +53,8 @@ class Config:
     window: int = 30
     delta: float = 1e-6
     epsilon: tuple[tuple[str, float], ...] = (("dau", 0.3), ("mau", 0.5))
-    cap: tuple[tuple[str, float], ...] = (("dau", 3.0), ("mau", 3.5))
+    cap: tuple[tuple[str, float], ...] = (("dau", 3.0), ("mau", 5.0))
+    period_cap: float = 5.5  # PERIOD_BUDGET_TOTAL: everything charged to one period
     w_bound: int = 2
     w_grid: tuple[int, ...] = (2, 4, 6, 8)
     noise_w_max: int = 8  # plans (exact sensitivity search) beyond this w are skipped
@@ -79,6 +80,7 @@ def make_config(quick: bool, seed: int) -> Config:
         "delta": defaults.delta,
         "epsilon": (("dau", defaults.epsilon_dau), ("mau", defaults.epsilon_mau)),
         "cap": (("dau", defaults.dau_budget_total), ("mau", defaults.mau_budget_total)),
+        "period_cap": defaults.period_budget_total,
         "w_bound": defaults.w_bound,
     }
     if quick:
@@ -427,6 +429,47 @@ def budget_fit(cfg: Config) -> dict:
         curve["naive"] = [math.floor(cap / e + 1e-12) for e in grid]
         out["curves"][metric] = curve
     return out
+
+
+def schedule_fit(cfg: Config, months: tuple[int, ...] = (28, 29, 30, 31)) -> dict:
+    """(d') The default schedule -- every DAU and every ``window``-day MAU of every day, forever --
+    against the per-period caps, with accounting by the data a release reads: a period of L days
+    is charged by its L DAU releases and by every MAU window that reads one of its days (the L
+    ending in it and the ``window - 1`` ending after it). Counted by enumerating releases with
+    ``periods.periods_read``, composed with the service's PLD accountant; ``extra_*`` are how many
+    more releases of that size still fit (``accounting.releases_that_fit``)."""
+    dau = mechanisms.calibrate("gaussian", cfg.eps("dau"), cfg.delta).charge
+    mau = mechanisms.calibrate("gaussian", cfg.eps("mau"), cfg.delta).charge
+    first_of = {28: "2025-02-01", 29: "2024-02-01", 30: "2025-04-01", 31: "2025-01-01"}
+    rows = []
+    for L in months:
+        period = periods.period_of(periods.parse_day(first_of[L]))
+        span = range(period.first_day - 400, period.last_day + 400)
+        n_dau = sum(1 for d in span if period in periods.periods_read(d, 1))
+        n_mau = sum(1 for d in span if period in periods.periods_read(d, cfg.window))
+        base = [dau] * n_dau + [mau] * n_mau
+        runs = [
+            accounting.Charge(
+                "gaussian_counter",
+                accounting.gaussian_counter_multiplier(run_epsilon(T, cfg.eps("mau"), cfg.delta), cfg.delta),
+            )
+            for T in (L, 31)  # its own run and the next period's (at most 31 days), whose windows read it
+        ]
+        rows.append(
+            {
+                "days": L,
+                "dau_releases": n_dau,
+                "mau_releases": n_mau,
+                "epsilon_combined": accounting.compose_epsilon(base, cfg.delta),
+                "epsilon_dau": accounting.compose_epsilon([dau] * n_dau, cfg.delta),
+                "epsilon_mau": accounting.compose_epsilon([mau] * n_mau, cfg.delta),
+                "naive_sum": n_dau * cfg.eps("dau") + n_mau * cfg.eps("mau"),
+                "extra_mau_fit": accounting.releases_that_fit(mau, cfg.period_cap, cfg.delta, already=base),
+                "extra_dau_fit": accounting.releases_that_fit(dau, cfg.period_cap, cfg.delta, already=base),
+                "epsilon_combined_sqrt_config": accounting.compose_epsilon([dau] * n_dau + runs, cfg.delta),
+            }
+        )
+    return {"period_cap": cfg.period_cap, "caps": dict(cfg.cap), "delta": cfg.delta, "window": cfg.window, "rows": rows}
 
 
 # --------------------------------------------------------------------------------------------

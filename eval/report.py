@@ -266,6 +266,43 @@ def render(summary: dict) -> str:
         rows,
     )
 
+    sched = summary.get("schedule_fit")
+    if sched:
+        L.append(
+            f"## (d') The default schedule per period (every DAU and every {sched['window']}-day MAU of every day), "
+            f"charged by the days each release reads; PERIOD_BUDGET_TOTAL {sched['period_cap']}"
+        )
+        L.append("")
+        L += _table(
+            [
+                "days",
+                "DAU charged",
+                "MAU charged",
+                "eps combined (PLD)",
+                "eps DAU",
+                "eps MAU",
+                "naive sum",
+                "+MAU fit",
+                "+DAU fit",
+                "eps combined, MAU sqrt",
+            ],
+            [
+                [
+                    r["days"],
+                    r["dau_releases"],
+                    r["mau_releases"],
+                    _f(r["epsilon_combined"], 3),
+                    _f(r["epsilon_dau"], 3),
+                    _f(r["epsilon_mau"], 3),
+                    _f(r["naive_sum"], 1),
+                    r["extra_mau_fit"],
+                    r["extra_dau_fit"],
+                    _f(r["epsilon_combined_sqrt_config"], 3),
+                ]
+                for r in sched["rows"]
+            ],
+        )
+
     # -- (e) -----------------------------------------------------------------------------
     th = summary["theta_vs_set"]
     L.append("## (e) Theta vs set (MAU union estimate)")

@@ -71,6 +71,7 @@ def run(
     cov = step("c_coverage", ex.coverage, cfg, at_default)
     bias = step("b_freezing_bias", ex.freezing_bias, cfg, workloads, traces)
     fit = step("d_budget_fit", ex.budget_fit, cfg)
+    schedule = step("d_schedule_fit", ex.schedule_fit, cfg)
     theta = step("e_theta_vs_set", ex.theta_vs_set, cfg, workloads["realistic"])
     decision = step("f_decision", ex.decision, cfg, err, workloads, traces)
     summary = {
@@ -86,6 +87,7 @@ def run(
             "delta": cfg.delta,
             "epsilon": dict(cfg.epsilon),
             "cap": dict(cfg.cap),
+            "period_cap": cfg.period_cap,
             "w_bound": cfg.w_bound,
             "w_grid": list(cfg.w_grid),
             "eps_grid": list(cfg.eps_grid),
@@ -97,6 +99,7 @@ def run(
         "coverage": cov,
         "freezing_bias": bias,
         "budget_fit": fit,
+        "schedule_fit": schedule,
         "theta_vs_set": theta,
         "decision": decision,
         "examples": ex.example_series(cfg, workloads, at_default),

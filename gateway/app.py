@@ -255,8 +255,20 @@ async def get_releases(request: web.Request) -> web.Response:
     return json(ReleasePage([release_out(r) for r in page], total, offset, limit))
 
 
+MAX_BUDGET_PERIODS = 120
+
+
 async def get_budget(request: web.Request) -> web.Response:
-    return json(await request.app[SYSTEM].budget(request.query.get("period")))
+    q = request.query
+    last = None
+    if "periods" in q:
+        text = q["periods"]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_BUDGET_PERIODS:
+            raise BadRequest(
+                400, "invalid_parameter", f"periods must be an integer in 1..{MAX_BUDGET_PERIODS}", "periods"
+            )
+        last = int(text)
+    return json(await request.app[SYSTEM].budget(q.get("period"), last))
 
 
 # -- erasure -------------------------------------------------------------------------------

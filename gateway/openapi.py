@@ -101,9 +101,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _json(_ref("ErasureOut"), "Receipt"), "404": _ERROR},
     },
     ("get", "/budget"): {
-        "summary": "Privacy budget spent and remaining per metric and accounting period (tight PLD composition)",
-        "parameters": [{"name": "period", "in": "query", "required": False, "schema": {"type": "string"}}],
-        "responses": {"200": _json(_OBJECT, "Budget report")},
+        "summary": "Privacy budget spent and remaining per accounting period (all metrics together, and "
+        "per metric), tight PLD composition; `periods=k` adds the composition over the last k periods",
+        "parameters": [
+            {"name": "period", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "periods", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+        ],
+        "responses": {"200": _json(_OBJECT, "Budget report"), "400": _ERROR},
     },
     ("get", "/releases"): {
         "summary": "The release log, paged",

@@ -107,13 +107,21 @@ class ErasurePurged(Event, frozen=True, kw_only=True):
 
 
 class BudgetCharged(Event, frozen=True, kw_only=True):
-    """One DP event charged to (metric, accounting period). Written in the same transaction as
-    the release (or counter run) it pays for."""
+    """One DP event, charged to every accounting period whose days the release reads. Written in
+    the same transaction as the release (or counter run) it pays for.
+
+    Version 2 added ``periods``. A version-1 record was charged to ``accounting_period`` only;
+    its upcast says so (``periods_complete=False``) and the ledger completes ``periods`` from the
+    ``Released``/``CounterStarted`` record that follows it (``actors/state/ledger.py``).
+    """
 
     KIND: ClassVar[int] = 4
+    VERSION: ClassVar[int] = 2
     charge_id: str
     metric: Metric
-    accounting_period: str  # e.g. "2026-11"
+    accounting_period: str  # the period the release is about (its last day's), e.g. "2026-11"
+    periods: list[str]  # every period whose days it reads, in order (accounting_period included)
+    periods_complete: bool = True  # False only for an upcast version-1 record (see above)
     mechanism: AccountingMechanism  # how actors.privacy.accounting composes it
     parameter: float
     sensitivity: float
@@ -160,7 +168,7 @@ class Released(Event, frozen=True, kw_only=True):
     accounting_period: str
     sketch_impl: SketchImpl
     guarantee: str
-    budget_remaining: float  # epsilon left in (metric, accounting period) right after this release
+    budget_remaining: float  # least epsilon left under any cap it was checked against, right after it
     seen_seq: int  # journal position of the data it reflects (internal; never in a response)
     released_at: float
 
@@ -235,10 +243,20 @@ EVENT_TYPES: dict[int, type[Event]] = {
     )
 }
 
+
+def _budget_charged_v1(payload: dict[str, Any]) -> BudgetCharged:
+    """Version 1 charged a release to the period of its last day only."""
+    return msgspec.convert(
+        {**payload, "periods": [payload["accounting_period"]], "periods_complete": False}, BudgetCharged
+    )
+
+
 # (kind, stored version) -> function from the decoded-as-dict old payload to the current Struct.
-# Empty today: every type is at version 1. The day a field changes meaning, bump VERSION and
-# register the upcaster here; replay of old journals then keeps working.
-UPCASTERS: dict[tuple[int, int], Any] = {}
+# The day a field changes meaning, bump VERSION and register the upcaster here; replay of old
+# journals then keeps working.
+UPCASTERS: dict[tuple[int, int], Any] = {
+    (BudgetCharged.KIND, 1): _budget_charged_v1,
+}
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_TYPES.items()}

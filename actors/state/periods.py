@@ -5,9 +5,13 @@ Rules:
    in ``TIMEZONE``; the service never converts an event's day through a timezone.
 2. A day *closes* at the next midnight in ``TIMEZONE`` plus ``LATENESS_HOURS``. A period (a DAU
    day, a MAU window) can be released only once its last day has closed.
-3. An accounting period is the calendar month (or ISO week, quarter, year) containing the day a
-   release is *about* -- the DAU day or the MAU window's last day -- never the wall-clock time
-   of the request. That is what makes "31 DAU releases of a month" a fixed, checkable set.
+3. An accounting period is a calendar month (or ISO week, quarter, year). A release *belongs to*
+   the period of the day it is about (the DAU day, the MAU window's last day) -- never the
+   wall-clock time of the request -- and is *charged to* every period whose days it reads
+   (``periods_read``): a MAU window to each period it overlaps, a counter run to its own period
+   and every earlier one its first windows reach back into (``counter_run_reads``). A user's
+   activity within one period can only reach releases charged to that period; that is what makes
+   the per-period cap a per-user bound.
 """
 
 from __future__ import annotations
@@ -91,6 +95,38 @@ def period_of(day: int, kind: str = "month") -> Period:
     if kind == "year":
         return Period(f"{d.year:04d}", day_of(dt.date(d.year, 1, 1)), day_of(dt.date(d.year, 12, 31)))
     raise ValueError(f"unknown accounting period {kind!r} (one of {', '.join(PERIOD_KINDS)})")
+
+
+def periods_between(first_day: int, last_day: int, kind: str = "month") -> list[Period]:
+    """Every accounting period that intersects the days ``first_day..last_day``, in order."""
+    out: list[Period] = []
+    day = first_day
+    while day <= last_day:
+        period = period_of(day, kind)
+        out.append(period)
+        day = period.last_day + 1
+    return out
+
+
+def periods_read(end: int, window: int, kind: str = "month") -> list[Period]:
+    """The periods a release of the ``window`` days ending on ``end`` reads (DAU: window 1)."""
+    return periods_between(end - window + 1, end, kind)
+
+
+def counter_run_reads(period: Period, window: int, kind: str = "month") -> list[Period]:
+    """The periods a counter run over ``period`` reads: its windows end on the period's days, so
+    the first ones reach ``window - 1`` days back into the period(s) before it."""
+    return periods_between(period.first_day - window + 1, period.last_day, kind)
+
+
+def kind_of(label: str) -> str:
+    """The period kind a label was made by (``2026-11`` month, ``2026-W05`` week, ``2026-Q1``
+    quarter, ``2026`` year)."""
+    if "-W" in label:
+        return "week"
+    if "-Q" in label:
+        return "quarter"
+    return "month" if "-" in label else "year"
 
 
 def window_days(end: int, window: int) -> range:

@@ -31,7 +31,7 @@ from actors.state.release_book import ReleaseBook, ReleaseSnapshot
 from journal import events as ev
 from journal.events import StoredRecord
 
-FORMAT = 1
+FORMAT = 2  # 2: ledger charges carry the periods they read (BudgetCharged v2)
 
 
 class DaySnapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -92,6 +92,8 @@ class World:
             self.ledger.apply(rec.seq, event)
         elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
             self.releases.apply(rec.seq, event)
+            if not isinstance(event, ev.CounterStepped):  # completes version-1 charges (ledger rule 3)
+                self.ledger.apply(rec.seq, event)
         self.days_seq = max(self.days_seq, rec.last_seq)
 
     def _apply_activity(self, event: ev.ActivityBatchRecorded) -> None:

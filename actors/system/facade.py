@@ -340,10 +340,12 @@ class ActorSystem:
         key = ReleaseKey._make(key)
         return await self.release_actor.ask_nowait(RequestRevision(key=key))
 
-    async def budget(self, period: str | None = None) -> BudgetReportOut:
+    async def budget(self, period: str | None = None, last: int | None = None) -> BudgetReportOut:
+        """Spend per period (``period``: one; ``last``: the last k up to today's, with their
+        composition -- accountant rule 4); every period with charges otherwise."""
         self._require_ready()
         return await self.accountant.ask_nowait(
-            BudgetReport(period=period, today=periods.today(self.clock(), self.settings.tz))
+            BudgetReport(period=period, last=last, today=periods.today(self.clock(), self.settings.tz))
         )
 
     def releases(self, offset: int, limit: int, metric: str | None = None) -> tuple[list[ev.Released], int]:

@@ -5,7 +5,8 @@ Rules:
    Activity goes to day actors (one message per day per batch, never per event) and to the
    idempotency index; erasures go to every day actor (consecutive erasures coalesced into one
    message per day), and to the feeds of the release and erasure actors; charges to the
-   accountant's feed; releases and counter records to the release actor's feed.
+   accountant's feed; releases and counter records to the release actor's feed (and releases and
+   run starts to the accountant's too, for version-1 charges: ledger rule 3).
 2. Sends to day mailboxes *wait* when a mailbox is full. The committer is the caller, so a slow
    day actor holds back the committer, whose bounded queue then refuses new requests (503):
    backpressure reaches the client without any unbounded buffer in between.
@@ -114,6 +115,8 @@ class Router:
             self.accountant.push_feed((rec.seq, event))
         elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
             self.release.push_feed((rec.seq, event))
+            if not isinstance(event, ev.CounterStepped):  # completes version-1 charges (ledger rule 3)
+                self.accountant.push_feed((rec.seq, event))
         elif isinstance(event, ev.ErasurePurged):
             self.erasure.push_feed((rec.seq, event))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -13,11 +14,12 @@ from actors.state.release_book import ReleaseBook, key_of
 from journal import events as ev
 
 
-def charge(metric="dau", period="2025-01", sigma=13.0, cid="c1"):
+def charge(metric="dau", period="2025-01", sigma=13.0, cid="c1", reads=None):
     return ev.BudgetCharged(
         charge_id=cid,
         metric=metric,
         accounting_period=period,
+        periods=reads or [period],
         mechanism="discrete_gaussian",
         parameter=sigma,
         sensitivity=1.0,
@@ -122,3 +124,41 @@ def test_engine_settings_refuse_nonsense(bad):
 
     with pytest.raises(ValueError):
         EngineSettings(**bad)
+
+
+def test_ledger_charges_a_release_to_every_period_it_reads_and_counts_it_once_across_them():
+    ledger = Ledger()
+    ledger.apply(1, charge(cid="d1"))  # DAU of a January day
+    ledger.apply(2, charge(metric="mau", period="2025-02", cid="m1", reads=["2025-01", "2025-02"]))
+    ledger.apply(3, charge(metric="mau", period="2025-02", cid="m2"))
+    assert len(ledger.period_charges("2025-01")) == 2 and len(ledger.period_charges("2025-02")) == 2
+    assert len(ledger.charges("mau", "2025-01")) == 1 and ledger.charges("dau", "2025-02") == []
+    assert len(ledger.reaching(["2025-01", "2025-02"])) == 3  # m1 once, not twice
+    assert len(ledger.all_charges()) == 3
+    restored = Ledger.restore(ledger.snapshot())
+    assert restored.period_charges("2025-01") == ledger.period_charges("2025-01")
+    assert restored.reaching(["2025-01"]) == ledger.reaching(["2025-01"])
+
+
+def test_ledger_completes_a_version_1_charge_from_the_release_it_paid_for():
+    from actors.state import periods
+
+    v1 = msgspec.msgpack.encode(
+        {
+            k: v
+            for k, v in msgspec.to_builtins(charge(metric="mau", period="2025-02", cid="old")).items()
+            if k not in ("periods", "periods_complete")
+        }
+    )
+    old = ev.decode(ev.BudgetCharged.KIND, 1, v1)
+    assert old.periods == ["2025-02"] and old.periods_complete is False
+    ledger = Ledger()
+    ledger.apply(1, old)
+    assert ledger.period_charges("2025-01") == []  # only its own period until the release is seen
+    window = msgspec.structs.replace(
+        released("r"), metric="mau", day=None, end=periods.parse_day("2025-02-10"), window=30, charge_id="old"
+    )
+    ledger.apply(2, window)
+    assert len(ledger.period_charges("2025-01")) == 1 and len(ledger.period_charges("2025-02")) == 1
+    assert ledger.records[0].periods == ["2025-01", "2025-02"] and ledger.records[0].periods_complete
+    assert Ledger.restore(ledger.snapshot()).period_charges("2025-01") == ledger.period_charges("2025-01")

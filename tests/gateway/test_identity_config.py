@@ -98,6 +98,8 @@ def test_defaults_are_the_product_defaults():
         30,
         "UTC",
     )
-    assert (e.dau_budget_total, e.mau_budget_total, e.privacy_period) == (3.0, 3.5, "month")
+    # caps chosen so the default schedule fits every period (tests/actors/test_budget_bound.py)
+    assert (e.period_budget_total, e.dau_budget_total, e.mau_budget_total, e.privacy_period) == (5.5, 3.0, 5.0, "month")
+    assert e.user_epsilon_limit is None  # the lifetime bound is off by default
     assert (cfg.gateway.host, cfg.gateway.port, cfg.gateway.data_dir) == ("127.0.0.1", 8000, "./data")
     assert not any("seed" in f for f in type(e).__struct_fields__)  # the service takes no seed

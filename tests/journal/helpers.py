@@ -78,6 +78,7 @@ def budget_charge(charge_id: str = "ch-1", purpose: str = "release") -> ev.Budge
         charge_id=charge_id,
         metric="dau",
         accounting_period="2026-11",
+        periods=["2026-11"],
         mechanism="discrete_gaussian",
         parameter=3.0,
         sensitivity=1.0,

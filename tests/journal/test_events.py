@@ -70,6 +70,7 @@ EVENTS = {
         charge_id=TEXT,
         metric=st.sampled_from(["dau", "mau"]),
         accounting_period=TEXT,
+        periods=st.lists(TEXT, max_size=3),
         mechanism=st.sampled_from(["discrete_gaussian", "discrete_laplace", "gaussian_counter"]),
         parameter=FLOATS,
         sensitivity=FLOATS,
