@@ -27,7 +27,7 @@ from actors.state.erasure_book import ErasureBook, ErasureEntry, ErasureSnapshot
 from journal import compaction
 from journal.compaction import PurgeTarget
 from journal.events import ErasurePurged, StoredRecord, UserErased
-from journal.store import Journal
+from journal.backend import JournalBackend as Journal
 
 log = structlog.get_logger("actors.erasure")
 

@@ -58,8 +58,6 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     purge_delay_seconds: float = 300.0
     snapshot_every_events: int = 1_000_000
     snapshot_every_seconds: float = 300.0
-    index_every_events: int = 262_144
-    index_idle_seconds: float = 2.0
     idempotency_keys_kept: int = 100_000
 
     def __post_init__(self) -> None:

@@ -39,7 +39,6 @@ from gateway.schemas import (
     erasure_out,
     release_out,
 )
-from journal.lock import DataDirLock
 
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _batch = msgspec.json.Decoder(BatchIn)
@@ -77,8 +76,9 @@ def create_app(config: Config) -> web.Application:
 
 async def _actor_system(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    with DataDirLock(cfg.data_dir):
-        system = ActorSystem(cfg.engine, cfg.data_dir, synchronous=cfg.gateway.journal_sync)
+    spec = cfg.journal
+    with spec.lock():
+        system = ActorSystem(cfg.engine, spec)
         async with system.running():
             app[PSEUDONYMS] = open_pseudonymizer(
                 cfg.data_dir,
@@ -312,7 +312,7 @@ async def get_readyz(request: web.Request) -> web.Response:
     ready = bool(system and system.ready and system.committer.failure is None)
     body: dict[str, bool | int] = {"ready": ready}
     if system is not None:
-        body["journal_seq"] = system.journal.head
+        body["journal_seq"] = system.journal_seq()
     return json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})
 
 

@@ -48,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # one clear line for the operator, not a traceback
         from gateway.identity import IdentityError
+        from journal.backend import JournalError
         from journal.lock import DataDirBusy
 
+        if isinstance(exc, JournalError):  # the journal cannot be used as configured
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
         if isinstance(exc, (IdentityError, DataDirBusy, ClientError, FileNotFoundError, ValueError)):
             print(f"dpdau: {exc}", file=sys.stderr)
             return 1
@@ -136,7 +140,12 @@ async def serve(cfg: config_mod.Config) -> None:
     try:
         site = web.TCPSite(runner, cfg.gateway.host, cfg.gateway.port, backlog=2048, reuse_address=True)
         await site.start()
-        log.info("listening", url=f"http://{cfg.gateway.host}:{cfg.gateway.port}", data_dir=str(cfg.data_dir))
+        log.info(
+            "listening",
+            url=f"http://{cfg.gateway.host}:{cfg.gateway.port}",
+            data_dir=str(cfg.data_dir),
+            journal=cfg.journal.redacted,
+        )
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping", signal=signal.Signals(signum).name)
@@ -258,28 +267,28 @@ def cmd_ingest(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 def cmd_replay(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
-    print(json.dumps(anyio.run(maintenance.replay, cfg.engine, cfg.data_dir), indent=2))
+    print(json.dumps(anyio.run(maintenance.replay, cfg.engine, cfg.journal), indent=2))
     return 0
 
 
 def cmd_snapshot(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
-    print(json.dumps(anyio.run(maintenance.snapshot, cfg.engine, cfg.data_dir, args.out), indent=2))
+    print(json.dumps(anyio.run(maintenance.snapshot, cfg.engine, cfg.journal, args.out), indent=2))
     return 0
 
 
 def cmd_restore(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
-    print(json.dumps(anyio.run(maintenance.restore, cfg.engine, cfg.data_dir, args.file), indent=2))
+    print(json.dumps(anyio.run(maintenance.restore, cfg.engine, cfg.journal, args.file), indent=2))
     return 0
 
 
 def cmd_compact(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     from actors.system import maintenance
 
-    print(json.dumps(anyio.run(maintenance.compact, cfg.engine, cfg.data_dir), indent=2))
+    print(json.dumps(anyio.run(maintenance.compact, cfg.engine, cfg.journal), indent=2))
     return 0
 
 

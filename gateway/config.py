@@ -17,6 +17,8 @@ from pathlib import Path
 import msgspec
 
 from actors.settings import EngineSettings
+from journal import location
+from journal.backend import JournalError
 
 
 class ConfigError(Exception):
@@ -36,7 +38,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_user_id_chars: int = 256
     max_metadata_bytes: int = 4096
     future_days_allowed: int = 1
-    journal_sync: str = "FULL"
+    journal_url: str = ""  # "" = sqlite:///DATA_DIR/journal.sqlite3 (journal/location.py)
+    journal_sync: str = "FULL"  # SQLite only: PRAGMA synchronous
+    index_every_events: int = 262_144  # SQLite only: pseudonym index build step
+    index_idle_seconds: float = 2.0
     pseudonym_cache: int = 1_000_000
 
     def __post_init__(self) -> None:
@@ -59,6 +64,19 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def data_dir(self) -> Path:
         return Path(self.gateway.data_dir)
+
+    @property
+    def journal(self) -> location.JournalSpec:
+        """Where the journal lives (``JOURNAL_URL``); validated by ``load``."""
+        gw = self.gateway
+        return location.parse(
+            gw.journal_url,
+            self.data_dir,
+            sqlite_synchronous=gw.journal_sync.upper(),
+            index_every_events=gw.index_every_events,
+            index_idle_seconds=gw.index_idle_seconds,
+            production=gw.production,
+        )
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -89,7 +107,12 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env
         engine = msgspec.convert(_pick(EngineSettings, env), EngineSettings, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:
         raise ConfigError(_name_the_variable(str(exc))) from exc
-    return Config(gateway=gateway, engine=engine)
+    config = Config(gateway=gateway, engine=engine)
+    try:
+        config.journal  # noqa: B018 -- parse JOURNAL_URL now: a bad one stops the start (rule 2)
+    except JournalError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config
 
 
 def _name_the_variable(message: str) -> str:

@@ -16,7 +16,7 @@ import os
 import secrets
 from typing import Any
 
-from actors.system import maintenance, restore_world, snapshot_store
+from actors.system import maintenance, restore_world
 from gateway import identity
 from gateway.config import Config
 from journal.rekey import rekey
@@ -24,7 +24,8 @@ from journal.rekey import rekey
 
 async def rotate(cfg: Config) -> dict[str, Any]:
     data_dir = cfg.data_dir
-    async with maintenance.opened(data_dir) as journal:
+    spec = cfg.journal
+    async with maintenance.opened(spec) as journal:
         identity.finish_pending_rotation(data_dir, journal.key_version)
         current = identity.open_pseudonymizer(
             data_dir, cfg.gateway.hash_salt_secret, cfg.gateway.production, journal.key_version
@@ -34,9 +35,9 @@ async def rotate(cfg: Config) -> dict[str, Any]:
         identity.save_rotations(data_dir, [*rotations, new_secret], suffix=".new")
         rewritten = await rekey(journal, lambda keys: identity.rekey(new_secret, keys), current.key_version + 1)
         os.replace(identity.keyring_path(data_dir).with_name("keyring.new"), identity.keyring_path(data_dir))
-        removed = snapshot_store(data_dir).delete_all()
+        removed = spec.snapshot_store().delete_all()
         world, _ = await restore_world(journal, None, cfg.engine, use_snapshot=False)
-        path = maintenance.write_snapshot(journal, world, data_dir, replace_all=True)
+        path = maintenance.write_snapshot(journal, world, spec, replace_all=True)
         return {
             "key_version": journal.key_version,
             "keys_rewritten": rewritten,

@@ -37,7 +37,9 @@ import numpy as np
 from journal import events as ev
 from journal import faults
 from journal.events import StoredRecord
-from journal.store import Journal
+from journal.backend import JournalBackend
+
+Journal = JournalBackend  # every backend: the rewrites go through its maintenance methods
 
 CounterHistory = list[ev.CounterStarted | ev.CounterStepped]
 # (tombstone with its key, the counter records before it as they were) -> the anonymous tombstone
@@ -56,13 +58,12 @@ async def purge(
     journal: Journal, targets: list[PurgeTarget], *, anonymise: Anonymise, now: float | None = None
 ) -> list[StoredRecord]:
     now = time.time() if now is None else now
-    await journal.index_pending()
+    await journal.before_rewrite()
     async with journal.transaction():
         audits = []
         for target in targets:
-            removed = await _purge_activity(journal, target)
+            removed = await journal.remove_key_activity(target.key, target.tombstone_seq)
             history = await _purge_counter_steps(journal, target)
-            await journal.drop_key_from_index(target.key, target.tombstone_seq)
             tomb = await journal.record_at(target.tombstone_seq)
             # Only the first purge rewrites the tombstone: a repeat (after a failure) would see
             # counter steps that no longer hold the key.
@@ -81,23 +82,8 @@ async def purge(
             )
         stored = await journal.append_in_transaction(audits)
     faults.hit("journal.after_rewrite_commit")
-    await journal.rebuild()
+    await journal.erase_physically()
     return stored
-
-
-async def _purge_activity(journal: Journal, target: PurgeTarget) -> int:
-    removed = 0
-    for seq in await journal.find_key(target.key, before_seq=target.tombstone_seq):
-        rec = await journal.record_at(seq)
-        if rec is None or not isinstance(rec.event, ev.ActivityBatchRecorded):
-            continue
-        batch = rec.event
-        keep = batch.key_array() != target.key
-        if keep.all():
-            continue
-        removed += int((~keep).sum())
-        await journal.replace_payload(seq, without(batch, keep))
-    return removed
 
 
 def without(batch: ev.ActivityBatchRecorded, keep: np.ndarray) -> ev.ActivityBatchRecorded:
@@ -152,7 +138,7 @@ async def shred_run_secret(journal: Journal, run_id: str) -> list[StoredRecord]:
                 if started.run_id == run_id and started.token_secret:
                     await journal.replace_payload(rec.seq, msgspec.structs.replace(started, token_secret=b""))
     faults.hit("journal.after_rewrite_commit")
-    await journal.rebuild()
+    await journal.erase_physically()
     return []
 
 

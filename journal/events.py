@@ -78,6 +78,25 @@ class ActivityBatchRecorded(Event, frozen=True, kw_only=True):
         )
 
 
+def batch_without(
+    batch: ActivityBatchRecorded, keep: np.ndarray, *, keep_digest: bool = False
+) -> ActivityBatchRecorded:
+    """The batch restricted to ``keep``; metadata indices follow their events. The request digest
+    is dropped unless asked for: a digest over the old batch would still depend on the removed
+    users (a purge); a partition's view of a batch keeps it (nothing was removed from the store)."""
+    new_index = np.cumsum(keep) - 1
+    metadata = [(int(new_index[i]), raw) for i, raw in batch.metadata if keep[i]]
+    return ActivityBatchRecorded.from_arrays(
+        batch.key_array()[keep],
+        batch.day_array()[keep],
+        batch.op_array()[keep],
+        received_at=batch.received_at,
+        metadata=metadata,
+        idempotency_key=batch.idempotency_key,
+        request_digest=batch.request_digest if keep_digest else None,
+    )
+
+
 class UserErased(Event, frozen=True, kw_only=True):
     """Tombstone: the user is removed from every day's state from this point of the journal.
 

@@ -18,6 +18,10 @@ Rules:
 5. A failed transaction rejects the futures of its group and leaves the journal as it was. A
    failed dispatch means the in-memory state no longer matches the journal: the committer stops
    taking work (``failure`` is set) and readiness goes false until a restart replays.
+6. ``DuplicateRequest`` (another writer journaled the same Idempotency-Key first; only a shared
+   PostgreSQL journal can say so) fails just the requests carrying those keys -- with that
+   exception, so the caller can answer from the earlier record -- and the rest of the group is
+   committed again without them.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from typing import Any
 import anyio
 import structlog
 
-from journal.events import Event, StoredRecord
-from journal.store import Journal
+from journal.backend import DuplicateRequest, Job, JournalBackend
+from journal.events import BudgetCharged, Event, StoredRecord
 
 log = structlog.get_logger("journal.committer")
 
@@ -57,8 +61,9 @@ class _Item:
     future: asyncio.Future[list[StoredRecord]]
     events: Sequence[Event] = ()
     size: int = 0
-    prepare: Callable[[], Sequence[Event]] | None = None
-    job: Callable[[Journal], Awaitable[list[StoredRecord]]] | None = None
+    prepare: Callable[[list[BudgetCharged]], Sequence[Event]] | None = None
+    lock_periods: Sequence[str] | None = None
+    job: Job | None = None
 
 
 @dataclass
@@ -75,7 +80,7 @@ class CommitStats:
 class Committer:
     def __init__(
         self,
-        journal: Journal,
+        journal: JournalBackend,
         dispatch: Dispatch,
         *,
         max_pending_events: int = 1_000_000,
@@ -119,9 +124,18 @@ class Committer:
     async def append_prepared(self, prepare: Callable[[], Sequence[Event]]) -> list[StoredRecord]:
         """Commit the events ``prepare()`` returns, alone, after all earlier work (rule 4)."""
         fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
-        return await self._enqueue(_Item(fut, prepare=prepare))
+        return await self._enqueue(_Item(fut, prepare=lambda _charges: prepare()))
 
-    async def run_job(self, job: Callable[[Journal], Awaitable[list[StoredRecord]]]) -> list[StoredRecord]:
+    async def append_charged(
+        self, periods: Sequence[str], prepare: Callable[[list[BudgetCharged]], Sequence[Event]]
+    ) -> list[StoredRecord]:
+        """``append_prepared`` under the journal's lock on the accounting ``periods``
+        (``JournalBackend.append_locked``): ``prepare`` gets the charges committed to them --
+        by any writer -- and returns what to write, or raises to write nothing."""
+        fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
+        return await self._enqueue(_Item(fut, prepare=prepare, lock_periods=list(periods)))
+
+    async def run_job(self, job: Job) -> list[StoredRecord]:
         """Run maintenance with exclusive use of the journal; records it returns are dispatched."""
         fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
         return await self._enqueue(_Item(fut, job=job))
@@ -163,6 +177,18 @@ class Committer:
         started = time.perf_counter()
         try:
             stored = await self.journal.append([e for item in group for e in item.events])
+        except DuplicateRequest as dup:  # rule 6
+            taken = [item for item in group if _idempotency_keys(item) & dup.keys]
+            if not taken:
+                taken = group  # cannot tell which: fail them all rather than loop
+            for item in taken:
+                self.pending_events -= item.size
+                if not item.future.done():
+                    item.future.set_exception(dup)
+            rest = [item for item in group if item not in taken]
+            if rest:
+                await self._commit_group(rest)
+            return
         except Exception as exc:  # the transaction rolled back: nothing of this group exists
             self.pending_events -= size
             self.stats.failures += 1
@@ -188,8 +214,11 @@ class Committer:
                 stored = await item.job(self.journal)
             else:
                 assert item.prepare is not None
-                events = item.prepare()
-                stored = await self.journal.append(events) if events else []
+                if item.lock_periods is not None:
+                    stored = await self.journal.append_locked(item.lock_periods, item.prepare)
+                else:
+                    events = item.prepare([])
+                    stored = await self.journal.append(events) if events else []
         except Exception as exc:
             # A job may have committed before failing (e.g. compaction, then the rebuild):
             # whatever is durable must reach the actors, or state and journal diverge.
@@ -259,3 +288,7 @@ class Committer:
             "dispatched_seq": self.dispatched_seq,
             "head": self.journal.head,
         }
+
+
+def _idempotency_keys(item: _Item) -> set[str]:
+    return {k for e in item.events if (k := getattr(e, "idempotency_key", None)) is not None}

@@ -4,9 +4,9 @@ Rules:
 1. ``mapping`` sends each old key to its new key (the gateway passes k -> HMAC(new secret, k));
    it must be deterministic, so one user stays one key everywhere: activity, tombstones awaiting
    purge, and counter steps (re-sorted, since sorting is by key).
-2. The same transaction clears the pseudonym index, appends ``SaltRotated`` and stores the new
-   ``key_version``; the index is rebuilt right after, then the whole file (``Journal.rebuild``:
-   VACUUM + WAL checkpoint TRUNCATE) so no old key survives in free space or in ``-wal``.
+2. The same transaction re-keys activity (``rekey_activity``: the backend's own way), appends
+   ``SaltRotated`` and stores the new ``key_version``; then ``erase_physically`` so no old key
+   survives in free space, in a WAL or in an index.
 3. Request digests (idempotency) were computed over old keys; they are dropped, so a retry of
    a pre-rotation request is recognised by its key alone.
 """
@@ -20,24 +20,21 @@ import msgspec
 import numpy as np
 
 from journal import events as ev
-from journal.store import Journal
+from journal.backend import JournalBackend
 
 Mapping = Callable[[np.ndarray], np.ndarray]
 
 
-async def rekey(journal: Journal, mapping: Mapping, new_version: int) -> int:
+async def rekey(journal: JournalBackend, mapping: Mapping, new_version: int) -> int:
     """Returns the number of keys rewritten."""
-    rewritten = 0
-    kinds = [ev.ActivityBatchRecorded.KIND, ev.UserErased.KIND, ev.CounterStepped.KIND]
+    kinds = [ev.UserErased.KIND, ev.CounterStepped.KIND]
+    await journal.before_rewrite()
     async with journal.transaction():
+        rewritten = await journal.rekey_activity(mapping)
         async for records in journal.read(0, kinds=kinds, chunk=256):
             for rec in records:
                 event = rec.event
-                if isinstance(event, ev.ActivityBatchRecorded):
-                    new = mapping(event.key_array())
-                    rewritten += len(new)
-                    event = msgspec.structs.replace(event, keys=new.astype("<i8").tobytes(), request_digest=None)
-                elif isinstance(event, ev.UserErased):
+                if isinstance(event, ev.UserErased):
                     if event.key is None:
                         continue
                     event = msgspec.structs.replace(event, key=int(mapping(np.array([event.key], dtype=np.int64))[0]))
@@ -50,9 +47,7 @@ async def rekey(journal: Journal, mapping: Mapping, new_version: int) -> int:
                         event, entered=entered.astype("<i8").tobytes(), left=left.astype("<i8").tobytes()
                     )
                 await journal.replace_payload(rec.seq, event)
-        await journal.clear_index()
         await journal.append_in_transaction([ev.SaltRotated(key_version=new_version, rotated_at=time.time())])
         await journal.set_key_version(new_version)
-    await journal.index_pending()
-    await journal.rebuild()
+    await journal.erase_physically()
     return rewritten

@@ -1,6 +1,6 @@
-"""The append-only journal: SQLite (WAL) through aiosqlite.
+"""The SQLite journal (WAL, through aiosqlite): the embedded default ``JournalBackend``.
 
-Rules:
+Rules (and ``journal/backend.py`` for what every backend promises):
 1. Sequence numbers are dense and assigned here, in commit order, one per event: an activity
    batch of n events occupies ``seq .. seq+n-1`` (its row's ``seq`` and ``last_seq``), every
    other record occupies one. ``head`` is the last assigned number.
@@ -37,17 +37,19 @@ from __future__ import annotations
 import functools
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 import anyio
+import msgspec
 import numpy as np
 
 from journal import events as ev
 from journal import faults
+from journal.backend import Exclusive, Job, JournalBackend, KeyMapping, Prepare
 from journal.events import StoredRecord
 
 SCHEMA = """
@@ -106,14 +108,20 @@ def bucket_of(keys: np.ndarray) -> np.ndarray:
     return (keys >> 56) + 128
 
 
-class Journal:
+class SqliteJournal:
     """One SQLite database file. Not safe for concurrent use by two tasks: the committer is
-    the only writer while the service runs; offline tools open their own."""
+    the only writer while the service runs; offline tools open their own. One process per file
+    (``journal.lock``), so positions assigned in memory are safe here (rule 1)."""
+
+    kind = "sqlite"
+    partition_count = 1  # one process holds every key: there is nothing to partition
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
         self.head = 0
+        self.index_every_events = 262_144
+        self.index_idle_seconds = 2.0
         self.journal_id = ""
         self.key_version = 0
         self.index_watermark = 0
@@ -126,7 +134,14 @@ class Journal:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path | str, *, synchronous: str = "FULL") -> Journal:
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        index_every_events: int = 262_144,
+        index_idle_seconds: float = 2.0,
+    ) -> SqliteJournal:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -140,6 +155,8 @@ class Journal:
             await db.execute(pragma)
         await db.executescript(SCHEMA)
         self = cls(db, path)
+        self.index_every_events = index_every_events
+        self.index_idle_seconds = index_idle_seconds
         async with db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM journal") as cur:
             self.head = _scalar(await cur.fetchone())
         meta = await self._meta()
@@ -252,6 +269,38 @@ class Journal:
         self.rebuilt_epoch = self.epoch
         await self.checkpoint()
 
+    async def erase_physically(self) -> None:
+        """After rewrites (backend rule 4): index what is pending (so the index is whole again),
+        then VACUUM + checkpoint TRUNCATE."""
+        await self.index_pending()
+        await self.rebuild()
+
+    async def before_rewrite(self) -> None:
+        """Index the tail first: lookups inside the rewrite then read few unindexed rows."""
+        await self.index_pending()
+
+    async def refresh_head(self) -> int:
+        return self.head  # the only writer is this process (rule 1)
+
+    def stats(self) -> dict[str, int]:
+        return {"head": self.head, "index_watermark": self.index_watermark}
+
+    async def housekeeping(self, exclusive: Exclusive) -> None:
+        """Index in big steps: when enough is unindexed, or when ingest has been quiet for a whole
+        interval (small increments would mean many segments and frequent merges). Read and sort
+        off the writer (read connection + worker thread); only the short write of the result
+        takes the committer's exclusive slot."""
+        seen = self.head
+        while True:
+            await anyio.sleep(self.index_idle_seconds)
+            head = self.head
+            lag = head - self.index_watermark
+            if lag >= self.index_every_events or (lag > 0 and head == seen):
+                postings = await self.collect_postings()
+                if postings is not None:
+                    await exclusive(_posting_writer(postings))
+            seen = self.head
+
     # -- appending -------------------------------------------------------------------------
 
     async def append(self, events: Sequence[ev.Event]) -> list[StoredRecord]:
@@ -299,9 +348,19 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------
 
     async def read(
-        self, after_seq: int = 0, *, kinds: Iterable[int] | None = None, chunk: int = 256
+        self,
+        after_seq: int = 0,
+        *,
+        kinds: Iterable[int] | None = None,
+        partitions: Collection[int] | None = None,
+        chunk: int = 256,
     ) -> AsyncIterator[list[StoredRecord]]:
-        """Records with seq > after_seq, in order, in chunks (a chunk is one thread hop)."""
+        """Records with seq > after_seq, in order, in chunks (a chunk is one thread hop). There is
+        one partition (0): asking for others yields activity records emptied of their keys."""
+        if partitions is not None and 0 not in partitions:
+            async for records in self.read(after_seq, kinds=kinds, chunk=chunk):
+                yield [_emptied(r) for r in records]
+            return
         where = ""
         if kinds is not None:
             where = f" AND kind IN ({','.join(str(int(k)) for k in kinds)})"
@@ -323,6 +382,28 @@ class Journal:
         ) as cur:
             row = await cur.fetchone()
         return None if row is None else StoredRecord(row[0], row[1], ev.decode(*row[2:]))
+
+    async def idempotent_record(self, idempotency_key: str) -> StoredRecord | None:
+        """A scan (the live system answers retries from its in-memory index; with one writer a
+        ``DuplicateRequest`` never happens here, so this is only a fallback)."""
+        found = None
+        async for records in self.read(0, kinds=[_ACTIVITY], chunk=1024):
+            for rec in records:
+                if getattr(rec.event, "idempotency_key", None) == idempotency_key:
+                    found = rec
+        return found
+
+    async def append_locked(self, periods: Iterable[str], prepare: Prepare) -> list[StoredRecord]:
+        """One writer, one file: BEGIN IMMEDIATE is the lock on every period at once."""
+        wanted = set(periods)
+        async with self.transaction():
+            charges: list[ev.BudgetCharged] = []
+            async for records in self.read(0, kinds=[ev.BudgetCharged.KIND]):
+                for rec in records:
+                    if isinstance(rec.event, ev.BudgetCharged) and rec.event.accounting_period in wanted:
+                        charges.append(rec.event)
+            events = prepare(charges)
+            return await self.append_in_transaction(events) if events else []
 
     async def count_rows(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM journal") as cur:
@@ -458,9 +539,58 @@ class Journal:
         self._mark_rewrite()
         await self._db.execute("DELETE FROM journal WHERE seq = ?", (seq,))
 
+    async def remove_key_activity(self, key: int, before_seq: int) -> int:
+        """Rewrite every batch below ``before_seq`` that holds the key, and its index postings."""
+        removed = 0
+        for seq in await self.find_key(key, before_seq=before_seq):
+            rec = await self.record_at(seq)
+            if rec is None or not isinstance(rec.event, ev.ActivityBatchRecorded):
+                continue
+            batch = rec.event
+            keep = batch.key_array() != key
+            if keep.all():
+                continue
+            removed += int((~keep).sum())
+            await self.replace_payload(seq, ev.batch_without(batch, keep))
+        await self.drop_key_from_index(key, before_seq)
+        return removed
+
+    async def rekey_activity(self, mapping: KeyMapping) -> int:
+        """Every batch's keys through ``mapping``; the index is cleared (rebuilt by
+        ``erase_physically``). Request digests were over the old keys: dropped."""
+        rewritten = 0
+        async for records in self.read(0, kinds=[_ACTIVITY], chunk=256):
+            for rec in records:
+                event = rec.event
+                assert isinstance(event, ev.ActivityBatchRecorded)
+                new = mapping(event.key_array())
+                rewritten += len(new)
+                await self.replace_payload(
+                    rec.seq,
+                    msgspec.structs.replace(event, keys=new.astype("<i8").tobytes(), request_digest=None),
+                )
+        await self.clear_index()
+        return rewritten
+
     async def set_key_version(self, version: int) -> None:
         await self._set_meta("key_version", version)
         self.key_version = version
+
+
+def _posting_writer(postings: Postings) -> Job:
+    async def write(journal: JournalBackend) -> list[StoredRecord]:
+        assert isinstance(journal, SqliteJournal)
+        await journal.write_postings(postings)
+        return []
+
+    return write
+
+
+def _emptied(rec: StoredRecord) -> StoredRecord:
+    if not isinstance(rec.event, ev.ActivityBatchRecorded):
+        return rec
+    keep = np.zeros(rec.event.size, dtype=bool)
+    return StoredRecord(rec.seq, rec.last_seq, ev.batch_without(rec.event, keep, keep_digest=True))
 
 
 def _scalar(row: object) -> int:

@@ -170,7 +170,7 @@ async def erasures(server: ServerProcess, users: int, n: int, seed: int) -> tupl
 
 async def index_lookups(data_dir: Path, users: int, n: int, secret: bytes, seed: int) -> list[float]:
     from gateway.identity import Pseudonymizer
-    from journal.store import Journal
+    from journal.store import SqliteJournal as Journal
 
     journal = await Journal.open(data_dir / "journal.sqlite3")
     try:
@@ -191,7 +191,7 @@ async def index_lookups(data_dir: Path, users: int, n: int, secret: bytes, seed:
 async def replay_rate(data_dir: Path) -> dict:
     from actors.settings import EngineSettings
     from actors.system import restore_world
-    from journal.store import Journal
+    from journal.store import SqliteJournal as Journal
 
     journal = await Journal.open(data_dir / "journal.sqlite3")
     try:

@@ -21,6 +21,8 @@ import numpy as np
 from actors.settings import EngineSettings
 from actors.state import periods
 from actors.system import ActorSystem
+from journal import location
+from journal.location import JournalSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,7 +143,7 @@ class ServerProcess:
 
 
 def settings(**overrides) -> EngineSettings:
-    base = {"purge_delay_seconds": 3600, "snapshot_every_seconds": 3600, "index_idle_seconds": 0.2}
+    base = {"purge_delay_seconds": 3600, "snapshot_every_seconds": 3600}
     base.update(overrides)
     return EngineSettings(**base)
 
@@ -160,9 +162,15 @@ async def crash_image(system: ActorSystem, dst: Path) -> Path:
     return dst
 
 
+def sqlite_spec(data_dir: Path) -> JournalSpec:
+    """The embedded journal under ``data_dir``, relaxed fsync (tests), quick indexing."""
+    return location.parse(None, data_dir, sqlite_synchronous="NORMAL", index_idle_seconds=0.2)
+
+
 @asynccontextmanager
-async def running_system(data_dir: Path, engine: EngineSettings | None = None, **kw):
-    system = ActorSystem(engine or settings(), data_dir, synchronous="NORMAL", **kw)
+async def running_system(data_dir: Path | JournalSpec, engine: EngineSettings | None = None, **kw):
+    spec = data_dir if isinstance(data_dir, JournalSpec) else sqlite_spec(data_dir)
+    system = ActorSystem(engine or settings(), spec, **kw)
     async with system.running():
         await system.wait_ready()
         yield system

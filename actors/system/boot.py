@@ -1,4 +1,4 @@
-"""Boot: where the data directory keeps things, and how the state is rebuilt from it.
+"""Boot: how the state is rebuilt from a journal (whichever backend) and its snapshots.
 
 Rules:
 1. The state is always ``World.apply`` over the journal, from the newest snapshot that passes
@@ -19,22 +19,14 @@ import structlog
 from actors.settings import EngineSettings
 from actors.state import world as world_mod
 from actors.state.world import World
+from journal.backend import JournalBackend
 from journal.snapshots import SnapshotStore
-from journal.store import Journal
 
 log = structlog.get_logger("actors.system")
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def journal_path(data_dir: Path) -> Path:
-    return Path(data_dir) / "journal.sqlite3"
-
-
-def snapshot_store(data_dir: Path) -> SnapshotStore:
-    return SnapshotStore(Path(data_dir) / "snapshots")
 
 
 def snapshot_seq(path: Path) -> int:
@@ -46,7 +38,7 @@ def snapshot_seq(path: Path) -> int:
 
 
 async def restore_world(
-    journal: Journal, store: SnapshotStore | None, settings: EngineSettings, *, use_snapshot: bool = True
+    journal: JournalBackend, store: SnapshotStore | None, settings: EngineSettings, *, use_snapshot: bool = True
 ) -> tuple[World, int | None]:
     """Newest valid snapshot + tail replay (or full replay). Returns (world, snapshot seq or None)."""
     world, start, from_seq = None, 0, None

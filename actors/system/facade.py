@@ -45,15 +45,16 @@ from actors.state.membership import Membership
 from actors.state.release_book import ReleaseKey
 from actors.state.world import DaySnapshot, World, WorldSnapshot
 from actors.system import loops
-from actors.system.boot import journal_path, restore_world, snapshot_seq, snapshot_store, utcnow
+from actors.system.boot import restore_world, snapshot_seq, utcnow
 from actors.system.ingest import IngestService
 from actors.system.router import Router
 from actors.system.snapshotting import Snapshotter
 from journal import compaction, faults
 from journal import events as ev
+from journal.backend import JournalBackend
 from journal.events import StoredRecord
 from journal.groupcommit import Committer
-from journal.store import Journal
+from journal.location import JournalSpec
 
 log = structlog.get_logger("actors.system")
 
@@ -64,17 +65,16 @@ class ActorSystem:
     def __init__(
         self,
         settings: EngineSettings,
-        data_dir: Path | str,
+        journal: JournalSpec,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
-        synchronous: str = "FULL",
     ) -> None:
         self.settings = settings
-        self.data_dir = Path(data_dir)
+        self.spec = journal
+        self.data_dir = journal.data_dir
         self.clock = clock
-        self.synchronous = synchronous
         self.snapshots = Snapshotter(
-            snapshot_store(self.data_dir),
+            journal.snapshot_store(),
             self.collect,
             journal_id=lambda: self.journal.journal_id,
             epoch=lambda: self.journal.epoch,
@@ -91,7 +91,7 @@ class ActorSystem:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ActorSystem]:
-        self.journal = await Journal.open(journal_path(self.data_dir), synchronous=self.synchronous)
+        self.journal: JournalBackend = await self.spec.open()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -220,7 +220,7 @@ class ActorSystem:
             async with anyio.create_task_group() as bg:
                 bg.start_soon(anyio.to_thread.run_sync, accounting.warm_up, name="warm-accounting")
                 bg.start_soon(self.erasure.purge_loop, name="purge")
-                bg.start_soon(loops.index_loop, self.journal, self.committer, self.settings, name="indexer")
+                bg.start_soon(loops.journal_housekeeping, self.journal, self.committer, name="journal-housekeeping")
                 bg.start_soon(
                     loops.snapshot_loop, self.snapshots, lambda: self.journal.head, self.settings, name="snapshots"
                 )
@@ -371,6 +371,10 @@ class ActorSystem:
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
         return None if entry is None else receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
 
+    def journal_seq(self) -> int:
+        """The last journal position this process knows committed (operators only: /readyz)."""
+        return self.journal.head
+
     def stats(self) -> SystemStats:
         """Numbers for /metrics (never anything per user)."""
         stats = SystemStats(ready=self.ready, journal_seq=self.journal.head, actor_crashes=dict(self.actor_crashes))
@@ -391,7 +395,7 @@ class ActorSystem:
                 "erasure": self.erasure.depth,
             },
             releases=len(self.release_actor.book.log),
-            index_watermark=self.journal.index_watermark,
+            journal=self.journal.stats(),
         )
 
 
@@ -407,9 +411,9 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     day_actors: int = 0
     mailbox_depth: dict[str, int] = {}
     releases: int = 0
-    index_watermark: int = 0
+    journal: dict[str, int] = {}  # the backend's own numbers (SQLite: index_watermark)
 
 
-async def _rebuild(journal: Journal) -> list[StoredRecord]:
+async def _rebuild(journal: JournalBackend) -> list[StoredRecord]:
     await journal.rebuild()
     return []

@@ -1,4 +1,5 @@
-"""Offline operations on a data directory (the server must be stopped: ``DataDirLock``).
+"""Offline operations on a journal and its data directory (the server must be stopped:
+``JournalSpec.lock``).
 
 Each one is journal + ``World`` and nothing more: replay is ``World.apply`` over the log,
 a snapshot is ``World.snapshot()`` in the same file format the server writes, restore is the
@@ -20,27 +21,27 @@ from actors.settings import EngineSettings
 from actors.state import periods
 from actors.state import world as world_mod
 from actors.state.world import World
-from actors.system.boot import journal_path, restore_world, snapshot_store
+from actors.system.boot import restore_world
 from journal import compaction
+from journal.backend import JournalBackend
 from journal.events import ErasurePurged
-from journal.lock import DataDirLock
-from journal.store import Journal
+from journal.location import JournalSpec
 
 
 @asynccontextmanager
-async def opened(data_dir: Path) -> AsyncIterator[Journal]:
-    with DataDirLock(data_dir):
-        journal = await Journal.open(journal_path(data_dir))
+async def opened(spec: JournalSpec) -> AsyncIterator[JournalBackend]:
+    with spec.lock():
+        journal = await spec.open()
         try:
             if journal.needs_rebuild:  # a purge's VACUUM was interrupted: finish it first
                 await journal.rebuild()
-            snapshot_store(data_dir).sweep(journal_id=journal.journal_id, epoch=journal.epoch)
+            spec.snapshot_store().sweep(journal_id=journal.journal_id, epoch=journal.epoch)
             yield journal
         finally:
             await journal.close()
 
 
-async def describe(journal: Journal, world: World, seconds: float) -> dict[str, Any]:
+async def describe(journal: JournalBackend, world: World, seconds: float) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     async for records in journal.read(0, chunk=1024):
         for rec in records:
@@ -63,8 +64,8 @@ async def describe(journal: Journal, world: World, seconds: float) -> dict[str, 
     }
 
 
-async def replay(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
-    async with opened(data_dir) as journal:
+async def replay(settings: EngineSettings, spec: JournalSpec) -> dict[str, Any]:
+    async with opened(spec) as journal:
         started = time.perf_counter()
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
         return {
@@ -73,9 +74,9 @@ async def replay(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
         }
 
 
-def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_all: bool = False) -> Path:
+def write_snapshot(journal: JournalBackend, world: World, spec: JournalSpec, *, replace_all: bool = False) -> Path:
     snap = world.snapshot()
-    store = snapshot_store(data_dir)
+    store = spec.snapshot_store()
     path = store.save(
         world_mod.encode(snap),
         last_seq=snap.last_seq,
@@ -90,18 +91,18 @@ def write_snapshot(journal: Journal, world: World, data_dir: Path, *, replace_al
     return path
 
 
-async def snapshot(settings: EngineSettings, data_dir: Path, out: Path | None = None) -> dict[str, Any]:
-    async with opened(data_dir) as journal:
-        world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
-        path = write_snapshot(journal, world, data_dir)
+async def snapshot(settings: EngineSettings, spec: JournalSpec, out: Path | None = None) -> dict[str, Any]:
+    async with opened(spec) as journal:
+        world, _ = await restore_world(journal, spec.snapshot_store(), settings)
+        path = write_snapshot(journal, world, spec)
         if out is not None:
             shutil.copyfile(path, out)
         return {"snapshot": str(path), "copied_to": str(out) if out else None, "seq": world.days_seq}
 
 
-async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = None) -> dict[str, Any]:
-    async with opened(data_dir) as journal:
-        store = snapshot_store(data_dir)
+async def restore(settings: EngineSettings, spec: JournalSpec, file: Path | None = None) -> dict[str, Any]:
+    async with opened(spec) as journal:
+        store = spec.snapshot_store()
         if file is not None:
             # Refuse a file that would be skipped anyway, before it lands among the good ones.
             store.check(
@@ -121,9 +122,9 @@ async def restore(settings: EngineSettings, data_dir: Path, file: Path | None = 
         }
 
 
-async def compact(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
-    async with opened(data_dir) as journal:
-        world, _ = await restore_world(journal, snapshot_store(data_dir), settings)
+async def compact(settings: EngineSettings, spec: JournalSpec) -> dict[str, Any]:
+    async with opened(spec) as journal:
+        world, _ = await restore_world(journal, spec.snapshot_store(), settings)
         targets = [
             compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at)
             for e in world.erasures.entries.values()
@@ -131,7 +132,7 @@ async def compact(settings: EngineSettings, data_dir: Path) -> dict[str, Any]:
         ]
         purged = await purge_erased(journal, targets) if targets else []
         world, _ = await restore_world(journal, None, settings, use_snapshot=False)
-        path = write_snapshot(journal, world, data_dir, replace_all=True)
+        path = write_snapshot(journal, world, spec, replace_all=True)
         return {
             "purged": [
                 {"erasure_id": r.event.erasure_id, "events_removed": r.event.events_removed}

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from actors.erasure import purge_erased
 from actors.state.world import World, WorldSnapshot
-from actors.system import journal_path, restore_world
+from actors.system import restore_world
 from journal import compaction
 from journal.snapshots import SnapshotStore
-from journal.store import Journal
+from journal.store import SqliteJournal as Journal
 from tests.support import Model, crash_image, day, ingest, running_system
 from tests.support import settings as engine_settings
 
@@ -68,7 +68,7 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
 
 
 async def check_image(image: Path, live: dict, engine) -> None:
-    journal = await Journal.open(journal_path(image))
+    journal = await Journal.open(image / "journal.sqlite3")
     try:
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
         restored, _ = await restore_world(journal, SnapshotStore(image / "snapshots"), engine)
@@ -131,7 +131,7 @@ async def scenario(ops, workdir: Path) -> None:
     for image, at_crash in images:
         await check_image(image, at_crash, engine)
 
-    journal = await Journal.open(journal_path(data))
+    journal = await Journal.open(data / "journal.sqlite3")
     try:
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
         assert canonical(full.snapshot()) == live

@@ -17,11 +17,12 @@ import anyio
 
 from actors.erasure import purge_erased
 from actors.state.world import World
-from actors.system import journal_path, restore_world, snapshot_store
+from actors.system import restore_world
 from actors.system.maintenance import write_snapshot
 from journal import compaction
 from journal import events as ev
-from journal.store import Journal
+from journal.snapshots import SnapshotStore
+from journal.store import SqliteJournal as Journal
 from tests.support import crash_image, day, ingest, running_system
 from tests.support import settings as engine_settings
 
@@ -30,9 +31,9 @@ D = day("2025-10-10")
 
 async def restored_and_replayed(data: Path) -> tuple[World, World, int | None]:
     engine = engine_settings()
-    journal = await Journal.open(journal_path(data))
+    journal = await Journal.open(data / "journal.sqlite3")
     try:
-        restored, from_seq = await restore_world(journal, snapshot_store(data), engine)
+        restored, from_seq = await restore_world(journal, SnapshotStore(data / "snapshots"), engine)
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
         return restored, full, from_seq
     finally:
@@ -41,7 +42,7 @@ async def restored_and_replayed(data: Path) -> tuple[World, World, int | None]:
 
 async def test_minimal_a_snapshot_older_than_a_purge_is_never_used_after_it(tmp_path):
     engine = engine_settings()
-    journal = await Journal.open(journal_path(tmp_path))
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
     try:
         keys = __import__("numpy").array([42, 43], dtype="int64")
         await journal.append([ev.ActivityBatchRecorded.from_arrays(keys, [D, D], [1, 1], received_at=1.0)])
@@ -50,7 +51,7 @@ async def test_minimal_a_snapshot_older_than_a_purge_is_never_used_after_it(tmp_
         (tomb,) = await journal.append([ev.UserErased(erasure_id="e1", key=42, requested_at=2.0)])
         await purge_erased(journal, [compaction.PurgeTarget("e1", 42, tomb.seq, 2.0)])
 
-        restored, from_seq = await restore_world(journal, snapshot_store(tmp_path), engine)
+        restored, from_seq = await restore_world(journal, SnapshotStore(tmp_path / "snapshots"), engine)
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
         assert full.counts() == {D: 1}
         assert restored.counts() == full.counts()  # the stale snapshot resurrected user 42

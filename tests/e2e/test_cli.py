@@ -12,10 +12,10 @@ import anyio
 import pytest
 
 from actors.state import membership
-from actors.system import journal_path, restore_world
+from actors.system import restore_world
 from gateway import config as config_mod
 from gateway.identity import Pseudonymizer, load_rotations, rekey
-from journal.store import Journal
+from journal.store import SqliteJournal
 from tests.support import ROOT, ServerProcess, day
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +108,7 @@ def test_compact_purges_now(tmp_path):
 
 
 async def _window_union(data, first: int, last: int) -> int:
-    journal = await Journal.open(journal_path(data))
+    journal = await SqliteJournal.open(data / "journal.sqlite3")
     try:
         world, _ = await restore_world(
             journal, None, config_mod.load(environ={}, dotenv=None).engine, use_snapshot=False

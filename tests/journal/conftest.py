@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from journal.store import Journal
+from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import DB_NAME
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from journal import events as ev
-from journal.store import Journal, StoredRecord
+from journal.backend import JournalBackend as Journal
+from journal.events import StoredRecord
 
 DB_NAME = "journal.sqlite3"
 

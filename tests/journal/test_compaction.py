@@ -13,7 +13,7 @@ from actors.erasure import purge_erased as purge  # the purge as the service run
 from journal import events as ev
 from journal.compaction import PurgeTarget, without
 from journal.compaction import purge as purge_with
-from journal.store import Journal
+from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import (
     DB_NAME,
     batch,

@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from journal import events as ev
+from journal.events import StoredRecord
 from journal.groupcommit import Closed, Committer, Overloaded
-from journal.store import Journal, StoredRecord
+from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import DB_NAME, batch, budget_charge, erased, read_all, sql
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from journal import events as ev
 from journal.rekey import rekey
-from journal.store import Journal
+from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import (
     DB_NAME,
     batch,

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journal import events as ev
-from journal.store import BUCKETS, MAX_SEGMENTS_PER_BUCKET, Journal, _sorted_unique_pairs, bucket_of
+from journal.store import BUCKETS, MAX_SEGMENTS_PER_BUCKET, _sorted_unique_pairs, bucket_of
+from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import DB_NAME, batch, budget_charge, erased, read_all, sql
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
