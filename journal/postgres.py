@@ -426,7 +426,7 @@ class PostgresJournal:
 
     async def _duplicate(self, exc: asyncpg.UniqueViolationError, group: _Encoded) -> Exception:
         if exc.constraint_name != "idempotency_pkey":
-            return exc
+            return exc  # type: ignore[no-any-return]
         keys = [k for k, _ in group.idem]
         taken = await self._conn.fetch("SELECT key FROM idempotency WHERE key = ANY($1::text[])", keys)
         return DuplicateRequest({r["key"] for r in taken} or set(keys))
@@ -629,7 +629,8 @@ class PostgresJournal:
             old = await self.record_at(seq)
             await conn.execute("DELETE FROM activity WHERE seq = $1", seq)
             await conn.execute("DELETE FROM activity_meta WHERE seq = $1", seq)
-            self._dirty.update(await self._partitions_of(conn, old.event.key_array() if old else np.empty(0)))
+            old_keys = old.event.key_array() if old and isinstance(old.event, ev.ActivityBatchRecorded) else np.empty(0)
+            self._dirty.update(await self._partitions_of(conn, old_keys))
             keys = event.key_array()
             if len(keys):
                 data = _copy_bytes(
