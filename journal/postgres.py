@@ -160,7 +160,7 @@ _ACTIVITY_COLUMNS = ["key", "seq", "idx", "day", "op"]
 ERASURE_SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
     "wal_recycle": (lambda v: v == "off", "a recycled WAL segment keeps the old rows' bytes under a new name"),
     "archive_mode": (lambda v: v == "off", "archived WAL segments keep every purged row"),
-    "wal_keep_size": (lambda v: v in ("0", "0MB", "0kB"), "WAL kept for standbys keeps the purged rows"),
+    "wal_keep_size": (lambda v: v == "0", "WAL kept for standbys keeps the purged rows"),
     "log_statement": (lambda v: v in ("none", "ddl"), "statement logging can write pseudonyms to the server log"),
     "log_min_duration_statement": (lambda v: v == "-1", "slow-statement logging can write pseudonyms"),
 }
@@ -589,6 +589,12 @@ class PostgresJournal:
             seq = await conn.fetchval("SELECT seq FROM idempotency WHERE key = $1", idempotency_key)
         return None if seq is None else await self.record_at(seq)
 
+    async def count_rows(self) -> int:
+        """Records stored (introspection for operators and tests)."""
+        async with self._reader() as conn:
+            n: int = await conn.fetchval("SELECT (SELECT count(*) FROM control) + (SELECT count(*) FROM batches)")
+        return n
+
     # -- exclusive maintenance ---------------------------------------------------------------
 
     async def before_rewrite(self) -> None:
@@ -802,9 +808,8 @@ async def check_erasure_settings(conn: asyncpg.Connection) -> list[str]:
     )
     for name, setting, unit in rows:
         ok, why = ERASURE_SETTINGS[name]
-        value = f"{setting}{unit or ''}" if unit and setting != "0" else setting
-        if not ok(value):
-            problems.append(f"{name} = {value} ({why})")
+        if not ok(setting):
+            problems.append(f"{name} = {setting}{unit or ''} ({why})")
     slots = await conn.fetchval("SELECT count(*) FROM pg_replication_slots")
     if slots:
         problems.append(f"{slots} replication slot(s) (they keep WAL segments for their consumers)")

@@ -135,3 +135,33 @@ def random_keys(rng: np.random.Generator, n: int) -> np.ndarray:
         seen.add(k)
         out.append(k)
     return np.array(out, dtype=np.int64)
+
+
+async def settle(journal: Journal) -> None:
+    """Let the backend finish what it defers (SQLite: build the pseudonym index; PostgreSQL:
+    nothing to do) -- so a test can put records on both sides of the index watermark."""
+    index_pending = getattr(journal, "index_pending", None)
+    if index_pending is not None:
+        await index_pending()
+
+
+async def refuse_kind(journal: Journal, db_dir: Path, kind: int) -> None:
+    """Make the store itself reject inserts of one event kind (a real constraint failure)."""
+    if journal.kind == "sqlite":
+        sql(
+            db_dir / DB_NAME,
+            f"CREATE TRIGGER refuse_{kind} BEFORE INSERT ON journal WHEN NEW.kind = {kind} "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(journal.url)  # type: ignore[attr-defined]
+    try:
+        await conn.execute(
+            f"""CREATE FUNCTION refuse_{kind}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.kind = {kind} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+                CREATE TRIGGER refuse_{kind} BEFORE INSERT ON control FOR EACH ROW EXECUTE FUNCTION refuse_{kind}();"""
+        )
+    finally:
+        await conn.close()

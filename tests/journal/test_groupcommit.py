@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import pytest
@@ -13,7 +12,7 @@ from journal import events as ev
 from journal.events import StoredRecord
 from journal.groupcommit import Closed, Committer, Overloaded
 from journal.store import SqliteJournal as Journal
-from tests.journal.helpers import DB_NAME, batch, budget_charge, erased, read_all, sql
+from tests.journal.helpers import batch, budget_charge, erased, read_all, refuse_kind
 
 
 class Recorder:
@@ -58,14 +57,6 @@ async def running(journal: Journal, dispatch, **kw):
                 tg.cancel_scope.cancel()
                 raise
             await committer.drain_and_stop()
-
-
-def refuse_kind(db: Path, kind: int) -> None:
-    sql(
-        db,
-        f"CREATE TRIGGER refuse_{kind} BEFORE INSERT ON journal WHEN NEW.kind = {kind} "
-        "BEGIN SELECT RAISE(ABORT, 'refused'); END",
-    )
 
 
 def assert_contiguous(records: list[StoredRecord]) -> None:
@@ -291,7 +282,7 @@ async def test_failing_job_rejects_its_future_and_the_committer_keeps_serving(jo
 
 async def test_journal_write_failure_rejects_only_that_groups_futures(journal, db_dir):
     rec = Recorder()
-    refuse_kind(db_dir / DB_NAME, ev.BudgetCharged.KIND)
+    await refuse_kind(journal, db_dir, ev.BudgetCharged.KIND)
     async with running(journal, rec, max_group_events=1) as c:  # one request per group
         ok1 = c.submit([batch([1])])
         bad = c.submit([batch([2]), budget_charge()])
@@ -311,7 +302,7 @@ async def test_journal_write_failure_rejects_only_that_groups_futures(journal, d
 
 async def test_a_failed_group_takes_down_its_whole_group_but_not_the_next(journal, db_dir):
     rec = Recorder()
-    refuse_kind(db_dir / DB_NAME, ev.BudgetCharged.KIND)
+    await refuse_kind(journal, db_dir, ev.BudgetCharged.KIND)
     async with running(journal, rec) as c:
         same_group = [c.submit([batch([1])]), c.submit([budget_charge()])]
         for f in same_group:
@@ -325,7 +316,7 @@ async def test_a_failed_group_takes_down_its_whole_group_but_not_the_next(journa
 
 async def test_after_a_failed_group_the_next_group_continues_the_seqs_densely(journal, db_dir):
     rec = Recorder()
-    refuse_kind(db_dir / DB_NAME, ev.BudgetCharged.KIND)
+    await refuse_kind(journal, db_dir, ev.BudgetCharged.KIND)
     async with running(journal, rec) as c:
         await c.append([batch([1, 2])])
         with pytest.raises(Exception, match="refused"):

@@ -4,8 +4,17 @@ and a collection made stale by a rewrite is refused rather than stored."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from journal import events as ev
+from journal.store import SqliteJournal as Journal
+
+
+@pytest.fixture
+def journal(sqlite_journal: Journal) -> Journal:
+    """The SQLite journal's own behaviour (files, PRAGMAs, index); the backend contract that
+    every backend keeps is ``test_backend_contract.py``."""
+    return sqlite_journal
 
 
 def batch(keys):

@@ -21,6 +21,8 @@ from tests.journal.helpers import (
     key_patterns,
     random_keys,
     read_all,
+    refuse_kind,
+    settle,
     sql,
 )
 
@@ -57,7 +59,7 @@ async def build(journal: Journal, keys: list[int]) -> dict:
         ]
     )
     s["b1"], _, s["step"], s["b2"] = (r.seq for r in recs)
-    await journal.index_pending()
+    await settle(journal)
     recs = await journal.append(
         [
             erased(k2, "er-pending"),  # awaiting purge: its key must follow the rotation
@@ -89,7 +91,8 @@ async def test_rekey_rewrites_every_pseudonym_and_nothing_else(journal, db_dir):
     assert journal.head == head + 1
     assert isinstance(after[head + 1].event, ev.SaltRotated) and after[head + 1].event.key_version == 2
     assert journal.key_version == 2
-    assert dict(sql(db_dir / DB_NAME, "SELECT name, value FROM meta"))["key_version"] == "2"
+    if journal.kind == "sqlite":
+        assert dict(sql(db_dir / DB_NAME, "SELECT name, value FROM meta"))["key_version"] == "2"
 
     # activity: keys mapped position by position; everything else kept, digests dropped
     for name in ("b1", "b2", "b3", "empty"):
@@ -118,13 +121,15 @@ async def test_rekey_rewrites_every_pseudonym_and_nothing_else(journal, db_dir):
             assert after[seq].event == rec.event
 
     # the index was rebuilt: new keys found where the old ones were, old keys nowhere
-    assert journal.index_watermark == journal.head
+    if journal.kind == "sqlite":
+        assert journal.index_watermark == journal.head
     for k in keys:
         assert await journal.find_key(m(k)) == found_before[k]
         assert await journal.find_key(k) == []
 
 
-async def test_no_file_contains_an_old_key_after_rekey(journal, db_dir):
+async def test_no_file_contains_an_old_key_after_rekey(sqlite_journal, db_dir):
+    journal = sqlite_journal
     rng = np.random.default_rng(11)
     keys = random_keys(rng, 80)
     await build(journal, keys.tolist())
@@ -175,14 +180,14 @@ async def test_rekey_of_an_empty_journal(journal):
 
 async def test_a_mapping_error_rolls_everything_back(journal):
     await journal.append([batch([1, 2]), erased(3), batch([4])])
-    await journal.index_pending()
+    await settle(journal)
     before = [(r.seq, r.event) for r in await read_all(journal)]
     calls = 0
 
     def flaky(keys):
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == 2:  # after some keys were rewritten, on every backend
             raise RuntimeError("HMAC backend went away")
         return mapping(keys)
 
@@ -194,34 +199,29 @@ async def test_a_mapping_error_rolls_everything_back(journal):
     assert await journal.find_key(m(1)) == []
 
 
-def refuse_salt_rotated(db) -> None:
-    sql(
-        db,
-        f"CREATE TRIGGER refuse_rotation BEFORE INSERT ON journal WHEN NEW.kind = {ev.SaltRotated.KIND} "
-        "BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-
-
 async def test_a_failure_at_the_end_of_the_transaction_leaves_the_rows_unchanged(journal, db_dir):
     await journal.append([batch([1, 2]), erased(3)])
-    await journal.index_pending()
+    await settle(journal)
     before = [(r.seq, r.event) for r in await read_all(journal)]
-    refuse_salt_rotated(db_dir / DB_NAME)
-    with pytest.raises(Exception, match="disk full"):
+    await refuse_kind(journal, db_dir, ev.SaltRotated.KIND)
+    with pytest.raises(Exception, match="refused"):
         await rekey(journal, mapping, 1)
     assert [(r.seq, r.event) for r in await read_all(journal)] == before
     assert journal.head == 3 and journal.key_version == 0
-    meta = dict(sql(db_dir / DB_NAME, "SELECT name, value FROM meta"))
-    assert meta.get("key_version", "0") == "0" and meta["index_watermark"] == "3"
+    assert await journal.refresh_head() == 3
+    if journal.kind == "sqlite":
+        meta = dict(sql(db_dir / DB_NAME, "SELECT name, value FROM meta"))
+        assert meta.get("key_version", "0") == "0" and meta["index_watermark"] == "3"
 
 
 async def test_a_failed_rekey_leaves_the_index_usable(journal, db_dir):
     await journal.append([batch([1, 2]), erased(3)])
-    await journal.index_pending()
-    refuse_salt_rotated(db_dir / DB_NAME)
-    with pytest.raises(Exception, match="disk full"):
+    await settle(journal)
+    await refuse_kind(journal, db_dir, ev.SaltRotated.KIND)
+    with pytest.raises(Exception, match="refused"):
         await rekey(journal, mapping, 1)
-    assert journal.index_watermark == 3
     await journal.append([batch([2])])
-    assert await journal.index_pending() == 1
+    if journal.kind == "sqlite":
+        assert journal.index_watermark == 3
+        assert await journal.index_pending() == 1
     assert await journal.find_key(2) == [1, 4]

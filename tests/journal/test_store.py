@@ -21,6 +21,13 @@ from tests.journal.helpers import DB_NAME, batch, budget_charge, erased, read_al
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
+@pytest.fixture
+def journal(sqlite_journal: Journal) -> Journal:
+    """The SQLite journal's own behaviour (files, PRAGMAs, index); the backend contract that
+    every backend keeps is ``test_backend_contract.py``."""
+    return sqlite_journal
+
+
 def key_in_bucket(bucket: int, low: int) -> int:
     """A pseudonym whose top 8 bits put it in ``bucket`` (0..255)."""
     return ((bucket - 128) << 56) | low
