@@ -52,3 +52,75 @@ def test_quickstart_lines_work_verbatim(tmp_path):
             )
             assert out.returncode == 0, (command, out.stdout, out.stderr)
             assert "error" not in json.loads(out.stdout)
+
+
+def postgres_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Running on PostgreSQL", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        lines += [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    return lines
+
+
+def test_running_on_postgresql_lines_work_verbatim(pg_server):
+    """The section's lines (the cluster's directory and the ports differ), then the quickstart's
+    curl lines against ``make run`` on that PostgreSQL, then the stop line."""
+    import signal
+    import tempfile
+    import time
+
+    from tests.support import Http, free_port
+
+    lines = postgres_blocks()
+    assert lines[0].startswith("apt-get install") and "postgresql-15" in lines[0]  # root, once: not run here
+    start, run, stop = lines[1], lines[2], lines[3]
+    assert start.startswith(".venv/bin/python -m scripts.pgcluster start /tmp/dpdau-pg --port 5433")
+    assert run == "JOURNAL_URL=postgresql://postgres@127.0.0.1:5433/postgres make run"
+    assert stop == ".venv/bin/python -m scripts.pgcluster stop /tmp/dpdau-pg"
+    cluster = tempfile.mkdtemp(prefix="dpdau-readme-pg-")  # under /tmp: the postgres user must reach it
+    pg_port, port = free_port(), free_port()
+    python = str(Path(sys.executable))
+
+    def local(line: str) -> str:
+        return line.replace("/tmp/dpdau-pg", cluster).replace("5433", str(pg_port)).replace(".venv/bin/python", python)
+
+    out = subprocess.run(["bash", "-c", local(start)], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
+    env = {**os.environ, "PORT": str(port), "DATA_DIR": str(Path(cluster) / "dpdau-data")}
+    server = subprocess.Popen(
+        ["bash", "-c", local(run)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, "make run exited"
+            try:
+                if http.get("/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        curls = [c for block in quickstart_blocks() for c in block if c.startswith("curl")]
+        for command in curls:
+            command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0 and "error" not in json.loads(res.stdout), (command, res.stdout)
+        assert http.get("/readyz")[1]["journal_seq"] >= 4
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # make and the server it started
+        server.wait(60)
+        res = subprocess.run(["bash", "-c", local(stop)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert res.returncode == 0, res.stderr
+        assert not (Path(cluster) / "data" / "postmaster.pid").exists()
+        import shutil
+
+        shutil.rmtree(cluster, ignore_errors=True)
