@@ -25,9 +25,9 @@ from actors.privacy import flippancy
 from actors.runtime import Actor, Ask
 from actors.state.erasure_book import ErasureBook, ErasureEntry, ErasureSnapshot
 from journal import compaction
+from journal.backend import JournalBackend as Journal
 from journal.compaction import PurgeTarget
 from journal.events import ErasurePurged, StoredRecord, UserErased
-from journal.backend import JournalBackend as Journal
 
 log = structlog.get_logger("actors.erasure")
 

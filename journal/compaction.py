@@ -36,8 +36,8 @@ import numpy as np
 
 from journal import events as ev
 from journal import faults
-from journal.events import StoredRecord
 from journal.backend import JournalBackend
+from journal.events import StoredRecord
 
 Journal = JournalBackend  # every backend: the rewrites go through its maintenance methods
 

@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS control (        -- every record but activity, whole
     last_seq bigint NOT NULL,
     kind     smallint NOT NULL,
     version  smallint NOT NULL,
-    period   text,                          -- BudgetCharged: its accounting period
+    periods  text[],                        -- BudgetCharged: every period it is charged to
     payload  bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS control_kind ON control (kind, seq);
@@ -129,8 +129,8 @@ i AS (INSERT INTO idempotency (key, seq)
 b AS (INSERT INTO batches (seq, last_seq, version, digest, payload)
       SELECT h.base + r.s, h.base + r.l, r.v, r.d, r.p FROM h,
              unnest($13::int8[], $14::int8[], $15::int2[], $16::bytea[], $17::bytea[]) AS r(s, l, v, d, p)),
-c AS (INSERT INTO control (seq, last_seq, kind, version, period, payload)
-      SELECT h.base + r.s, h.base + r.l, r.k, r.v, r.pe, r.p FROM h,
+c AS (INSERT INTO control (seq, last_seq, kind, version, periods, payload)
+      SELECT h.base + r.s, h.base + r.l, r.k, r.v, string_to_array(r.pe, chr(31)), r.p FROM h,
              unnest($18::int8[], $19::int8[], $20::int2[], $21::int2[], $22::text[], $23::bytea[]) AS r(s, l, k, v, pe, p))
 SELECT base - 1 FROM h
 """
@@ -220,8 +220,7 @@ def encode_group(events: Sequence[ev.Event]) -> _Encoded:
             header = msgspec.structs.replace(event, keys=b"", days=b"", ops=b"", metadata=[], request_digest=None)
             out.batches.append((first, last, event.VERSION, event.request_digest, ev.encode(header)))
         else:
-            period = event.accounting_period if isinstance(event, ev.BudgetCharged) else None
-            out.control.append((first, last, event.KIND, event.VERSION, period, ev.encode(event)))
+            out.control.append((first, last, event.KIND, event.VERSION, _periods(event), ev.encode(event)))
     out.total = pos
     return out
 
@@ -419,7 +418,8 @@ class PostgresJournal:
             )
         if g.control:
             await conn.executemany(
-                "INSERT INTO control (seq, last_seq, kind, version, period, payload) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO control (seq, last_seq, kind, version, periods, payload)"
+                " VALUES ($1, $2, $3, $4, string_to_array($5, chr(31)), $6)",
                 [(base + 1 + s, base + 1 + last, k, v, pe, p) for s, last, k, v, pe, p in g.control],
             )
         return base
@@ -444,7 +444,7 @@ class PostgresJournal:
                 wanted,
             )
             rows = await conn.fetch(
-                "SELECT version, payload FROM control WHERE kind = $1 AND period = ANY($2::text[]) ORDER BY seq",
+                "SELECT version, payload FROM control WHERE kind = $1 AND periods && $2::text[] ORDER BY seq",
                 _CHARGE,
                 wanted,
             )
@@ -660,13 +660,13 @@ class PostgresJournal:
                 ev.encode(header),
             )
             return
-        period = event.accounting_period if isinstance(event, ev.BudgetCharged) else None
         await conn.execute(
-            "UPDATE control SET kind = $2, version = $3, period = $4, payload = $5 WHERE seq = $1",
+            "UPDATE control SET kind = $2, version = $3, periods = string_to_array($4, chr(31)), payload = $5"
+            " WHERE seq = $1",
             seq,
             event.KIND,
             event.VERSION,
-            period,
+            _periods(event),
             ev.encode(event),
         )
         self._dirty.add("control")
@@ -770,6 +770,13 @@ class _Borrowed:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+def _periods(event: ev.Event) -> str | None:
+    """A charge's periods as one text (unit-separator joined: periods never contain it)."""
+    if isinstance(event, ev.BudgetCharged):
+        return "\x1f".join(event.periods or [event.accounting_period])
+    return None
 
 
 def _assemble(

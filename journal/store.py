@@ -400,7 +400,10 @@ class SqliteJournal:
             charges: list[ev.BudgetCharged] = []
             async for records in self.read(0, kinds=[ev.BudgetCharged.KIND]):
                 for rec in records:
-                    if isinstance(rec.event, ev.BudgetCharged) and rec.event.accounting_period in wanted:
+                    if isinstance(rec.event, ev.BudgetCharged) and wanted & {
+                        rec.event.accounting_period,
+                        *rec.event.periods,
+                    }:
                         charges.append(rec.event)
             events = prepare(charges)
             return await self.append_in_transaction(events) if events else []
@@ -609,3 +612,6 @@ def _sorted_unique_pairs(keys: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray
         keep[1:] = (keys[1:] != keys[:-1]) | (seqs[1:] != seqs[:-1])
         keys, seqs = keys[keep], seqs[keep]
     return np.ascontiguousarray(keys, dtype="<i8"), np.ascontiguousarray(seqs, dtype="<i8")
+
+
+Journal = SqliteJournal  # the name other modules knew before the backend seam

@@ -15,6 +15,12 @@ from tests.journal.helpers import DB_NAME, batch, erased
 JID = "0123456789abcdef0123456789abcdef"
 
 
+@pytest.fixture
+def journal(sqlite_journal: Journal) -> Journal:
+    """The SQLite journal's epoch and fault points (the PostgreSQL epoch is in journal_head)."""
+    return sqlite_journal
+
+
 async def test_a_rewrite_moves_the_epoch_in_its_own_transaction(db_dir):
     journal = await Journal.open(db_dir / DB_NAME)
     await journal.append([batch([1, 2])])

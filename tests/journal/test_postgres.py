@@ -12,7 +12,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from journal import compaction
+from actors.erasure import purge_erased
 from journal import events as ev
 from journal.backend import DuplicateRequest, JournalError
 from journal.compaction import PurgeTarget
@@ -78,7 +78,7 @@ async def test_concurrent_writers_and_a_tailing_reader_see_one_dense_order(pg_ur
             done.set()
         head = await reader.refresh_head()
         assert seen[0][0] == 1 and seen[-1][1] == head
-        for (a_first, a_last), (b_first, _) in zip(seen, seen[1:]):
+        for (_, a_last), (b_first, _) in zip(seen, seen[1:]):
             assert b_first == a_last + 1  # dense, no gap, no repeat
         assert sorted(written) == [s for s, _ in seen]
         everything = await read_all(reader)
@@ -234,7 +234,7 @@ async def test_purged_key_is_in_no_file_of_the_postgres_data_directory(pg_url, p
             await conn.close()
         for name in ("le", "be"):  # activity and counter steps: int64 LE; the tombstone: msgpack BE
             assert files_holding(pg_server.data_dir, key_patterns(gone)[name]), f"{name} form should be on disk first"
-        await compaction.purge(j, [PurgeTarget("er-scan", gone, tomb, 1.0)], now=2.0)
+        await purge_erased(j, [PurgeTarget("er-scan", gone, tomb, 1.0)], now=2.0)
         assert await j.find_key(gone) == []
         for name, pattern in key_patterns(gone).items():
             assert files_holding(pg_server.data_dir, pattern) == [], f"{name} form of the purged key survives"
