@@ -23,7 +23,7 @@ from journal import compaction
 from journal import events as ev
 from journal.snapshots import SnapshotStore
 from journal.store import SqliteJournal as Journal
-from tests.support import crash_image, day, ingest, running_system
+from tests.support import crash_image, day, ingest, running_system, sqlite_spec
 from tests.support import settings as engine_settings
 
 D = day("2025-10-10")
@@ -47,7 +47,7 @@ async def test_minimal_a_snapshot_older_than_a_purge_is_never_used_after_it(tmp_
         keys = __import__("numpy").array([42, 43], dtype="int64")
         await journal.append([ev.ActivityBatchRecorded.from_arrays(keys, [D, D], [1, 1], received_at=1.0)])
         world, _ = await restore_world(journal, None, engine, use_snapshot=False)
-        write_snapshot(journal, world, tmp_path)  # holds user 42 at seq 2
+        write_snapshot(journal, world, sqlite_spec(tmp_path))  # holds user 42 at seq 2
         (tomb,) = await journal.append([ev.UserErased(erasure_id="e1", key=42, requested_at=2.0)])
         await purge_erased(journal, [compaction.PurgeTarget("e1", 42, tomb.seq, 2.0)])
 
@@ -116,7 +116,7 @@ async def test_offline_compact_leaves_a_snapshot_the_next_boot_uses(tmp_path):
     async with running_system(data) as system:
         await ingest(system, [(42, D, 1), (43, D, 1)])
         receipt = await system.erase(42)
-    out = await maintenance.compact(engine_settings(), data)
+    out = await maintenance.compact(engine_settings(), sqlite_spec(data))
     assert [p["erasure_id"] for p in out["purged"]] == [receipt.erasure_id]
     async with running_system(data) as system:
         assert system.restored_from is not None and system.restored_from >= system.journal.head - 1
