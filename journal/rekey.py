@@ -9,6 +9,11 @@ Rules:
    VACUUM + WAL checkpoint TRUNCATE) so no old key survives in free space or in ``-wal``.
 3. Request digests (idempotency) were computed over old keys; they are dropped, so a retry of
    a pre-rotation request is recognised by its key alone.
+4. Tombstones -- the key of one awaiting its purge, the counter-run tokens of a purged one --
+   are rewritten by the caller's ``retombstone`` (``actors.privacy.flippancy.rekey_tombstone``),
+   given every ``CounterStarted`` before it: a token must follow its key, or an erased user
+   would re-enter a run in progress after the rotation. This module decides nothing about that;
+   if ``retombstone`` raises, the transaction rolls back and nothing is rotated.
 """
 
 from __future__ import annotations
@@ -23,25 +28,34 @@ from journal import events as ev
 from journal.store import Journal
 
 Mapping = Callable[[np.ndarray], np.ndarray]
+# (tombstone, the counter runs started before it, mapping) -> the tombstone under the new keys
+Retombstone = Callable[[ev.UserErased, dict[str, ev.CounterStarted], Mapping], ev.UserErased]
 
 
-async def rekey(journal: Journal, mapping: Mapping, new_version: int) -> int:
-    """Returns the number of keys rewritten."""
+async def rekey(journal: Journal, mapping: Mapping, new_version: int, *, retombstone: Retombstone) -> int:
+    """Returns the number of keys (and tokens) rewritten."""
     rewritten = 0
-    kinds = [ev.ActivityBatchRecorded.KIND, ev.UserErased.KIND, ev.CounterStepped.KIND]
+    runs: dict[str, ev.CounterStarted] = {}
+    kinds = [ev.ActivityBatchRecorded.KIND, ev.UserErased.KIND, ev.CounterStepped.KIND, ev.CounterStarted.KIND]
     async with journal.transaction():
         async for records in journal.read(0, kinds=kinds, chunk=256):
             for rec in records:
                 event = rec.event
+                if isinstance(event, ev.CounterStarted):
+                    runs[event.run_id] = event
+                    continue
                 if isinstance(event, ev.ActivityBatchRecorded):
                     new = mapping(event.key_array())
                     rewritten += len(new)
                     event = msgspec.structs.replace(event, keys=new.astype("<i8").tobytes(), request_digest=None)
                 elif isinstance(event, ev.UserErased):
-                    if event.key is None:
+                    if event.key is None and not event.blocked_tokens:
                         continue
-                    event = msgspec.structs.replace(event, key=int(mapping(np.array([event.key], dtype=np.int64))[0]))
-                    rewritten += 1
+                    new_tomb = retombstone(event, runs, mapping)
+                    if new_tomb == event:
+                        continue
+                    event = new_tomb
+                    rewritten += 1 if event.key is not None else len(event.blocked_tokens)
                 elif isinstance(event, ev.CounterStepped):
                     entered = np.sort(mapping(np.frombuffer(event.entered, dtype="<i8").astype(np.int64)))
                     left = np.sort(mapping(np.frombuffer(event.left, dtype="<i8").astype(np.int64)))
