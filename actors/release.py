@@ -255,6 +255,7 @@ class ReleaseActor(Actor):
             lattice_bits=plan.lattice_bits,
             noise=noise_vector,
             token_secret=secrets.token_bytes(32),  # OS randomness; shredded when the run ends
+            token_scheme=flippancy.TOKEN_SCHEME,  # re-keyable by a salt rotation (flippancy rule 6)
             epsilon=epsilon,
             charge_id=charged.charge_id,
             budget_remaining=quote.remaining,

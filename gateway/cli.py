@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -33,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(
             host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None)
         )
+        if getattr(args, "uses_data_dir", False):
+            config_mod.prepare_data_dir(cfg.data_dir)
     except config_mod.ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {exc}", 2)
     try:  # a test hook; refused in production (journal/faults.py rule 2)
         faults.configure_from_env({**os.environ, "DPDAU_ENV": cfg.gateway.dpdau_env})
     except (faults.FaultsInProduction, ValueError) as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {exc}", 2)
     logs.configure(production=cfg.gateway.production, level=cfg.gateway.log_level)
     try:
         return args.func(args, cfg) or 0
@@ -51,67 +53,194 @@ def main(argv: list[str] | None = None) -> int:
         from journal.backend import JournalError
         from journal.lock import DataDirBusy
 
-        if isinstance(exc, JournalError):  # the journal cannot be used as configured
-            print(f"configuration error: {exc}", file=sys.stderr)
-            return 2
-        if isinstance(exc, (IdentityError, DataDirBusy, ClientError, FileNotFoundError, ValueError)):
-            print(f"dpdau: {exc}", file=sys.stderr)
-            return 1
+        cause = _single_cause(exc)  # errors raised inside a task group arrive wrapped
+        if isinstance(cause, JournalError):  # the journal cannot be used as configured
+            return _fail(f"configuration error: {cause}", 2)
+        if isinstance(cause, (config_mod.ConfigError, IdentityError)):  # the secret/keyring as configured
+            return _fail(f"configuration error: {cause}", 2)
+        if isinstance(cause, (DataDirBusy, ClientError, FileNotFoundError, ValueError)):
+            return _fail(f"dpdau: {cause}", 1)
         raise
 
 
+def _fail(line: str, code: int) -> int:
+    print(line, file=sys.stderr)
+    return code
+
+
+def _single_cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+EPILOG = """\
+Settings come from the environment (and ./.env): HOST, PORT, DATA_DIR, HASH_SALT_SECRET,
+EPSILON_DAU, ... -- README "Configuration" lists every one. A bad setting stops with one line
+naming it and exit code 2.
+
+examples:
+  dpdau serve --port 8000                     # what `make run` does
+  dpdau ingest events.jsonl                   # stream a file to the running server
+  dpdau dau 2026-11-02                        # the DP release of a closed day
+  dpdau mau 2026-11-30 --window 7
+  DATA_DIR=./data dpdau replay                # with the server stopped
+
+`dpdau COMMAND --help` explains each command.
+"""
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dpdau", description="DAU/MAU under user-level differential privacy")
-    sub = p.add_subparsers(dest="command", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="dpdau",
+        description="Daily and monthly active users under user-level differential privacy: serve the HTTP API, "
+        "talk to it, and maintain a data directory.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="start the HTTP gateway")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--data-dir")
-    s.set_defaults(func=cmd_serve)
+    def command(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_, description=description, epilog=_examples(*examples), formatter_class=formatter
+        )
 
-    def client(name: str, help_: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_)
-        c.add_argument("--url", help="server URL (default http://$HOST:$PORT)")
+    s = command(
+        "serve",
+        "start the HTTP gateway",
+        "Start the HTTP API on HOST:PORT with its journal and state in DATA_DIR; replays the journal "
+        "(from the newest snapshot) before /readyz turns true. Stop it with Ctrl-C or SIGTERM.",
+        "DATA_DIR=./data dpdau serve --host 127.0.0.1 --port 8000",
+    )
+    s.add_argument("--host", help="address to bind (default $HOST, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="TCP port (default $PORT, 8000)")
+    s.add_argument("--data-dir", help="journal, snapshots and secrets (default $DATA_DIR, ./data)")
+    s.set_defaults(func=cmd_serve, uses_data_dir=True)
+
+    def client(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
+        c = command(name, help_, description + " Talks to a running server over HTTP.", *examples)
+        c.add_argument("--url", help="server URL (default $DPDAU_URL, else http://$HOST:$PORT)")
         return c
 
-    c = client("ingest", "stream a JSONL or CSV file of events to the server")
-    c.add_argument("file", type=Path)
-    c.add_argument("--batch", type=int, default=1000)
+    c = client(
+        "ingest",
+        "stream a JSONL or CSV file of events to the server",
+        "Send events in batches (each with an Idempotency-Key, so a retried batch is never counted twice). "
+        "JSONL: one {user_id, op, day[, metadata]} object per line; CSV: a header user_id,op,day[,metadata]. "
+        "When the server answers 503 (overloaded) a batch is retried, waiting as its Retry-After asks, "
+        "at most --retries times and --retry-for seconds in all; then the command stops and says how many "
+        "events were ingested.",
+        "dpdau ingest events.jsonl --batch 5000",
+        "dpdau ingest events.csv --url http://10.0.0.5:8000 --retries 20 --retry-for 600",
+    )
+    c.add_argument("file", type=Path, help="a .jsonl file, or a .csv file with a header")
+    c.add_argument("--batch", type=int, default=1000, help="events per request (default 1000)")
+    c.add_argument("--retries", type=int, default=10, help="retries of one batch on 503 (default 10)")
+    c.add_argument(
+        "--retry-for", type=float, default=120.0, help="give up on a batch after this many seconds (default 120)"
+    )
     c.set_defaults(func=cmd_ingest)
-    c = client("dau", "the DAU release of a day")
-    c.add_argument("day")
+    c = client(
+        "dau",
+        "the DAU release of a day",
+        "Print the differentially private daily-active-users release of DAY (YYYY-MM-DD); the first request "
+        "after the day closed creates and charges it, later ones return the same record.",
+        "dpdau dau 2026-11-02",
+    )
+    c.add_argument("day", help="YYYY-MM-DD")
     c.set_defaults(func=cmd_dau)
-    c = client("mau", "the MAU release of the window ending on END")
-    c.add_argument("end")
-    c.add_argument("--window", type=int)
+    c = client(
+        "mau",
+        "the MAU release of the window ending on END",
+        "Print the monthly-active-users release of the window of --window days (default MAU_WINDOW_DAYS) "
+        "ending on END.",
+        "dpdau mau 2026-11-30",
+        "dpdau mau 2026-11-30 --window 7",
+    )
+    c.add_argument("end", help="last day of the window, YYYY-MM-DD")
+    c.add_argument("--window", type=int, help="window length in days")
     c.set_defaults(func=cmd_mau)
-    c = client("erase", "erase a user (right to erasure)")
+    c = client(
+        "erase",
+        "erase a user (right to erasure)",
+        "Remove USER_ID from every day now and purge its events from disk after PURGE_DELAY_SECONDS; "
+        "prints the receipt with its erasure_id.",
+        "dpdau erase alice",
+    )
     c.add_argument("user_id")
     c.set_defaults(func=cmd_erase)
-    c = client("erasure-status", "status of an erasure")
+    c = client(
+        "erasure-status",
+        "status of an erasure",
+        "Print an erasure receipt: pending -> applied (no state holds the user) -> purged (no byte left on disk).",
+        "dpdau erasure-status 8f0c1d2e...",
+    )
     c.add_argument("erasure_id")
     c.set_defaults(func=cmd_erasure_status)
-    c = client("budget", "privacy budget spent and remaining")
-    c.add_argument("--period")
+    c = client(
+        "budget",
+        "privacy budget spent and remaining",
+        "Print the privacy budget: epsilon spent, cap and remaining per metric and accounting period.",
+        "dpdau budget",
+        "dpdau budget --period 2026-11",
+    )
+    c.add_argument("--period", help="accounting period, e.g. 2026-11")
     c.set_defaults(func=cmd_budget)
 
-    def offline(name: str, help_: str) -> argparse.ArgumentParser:
-        o = sub.add_parser(name, help=help_)
-        o.add_argument("--data-dir")
+    def offline(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
+        o = command(
+            name, help_, description + " Works on DATA_DIR directly; refuses while a server holds it.", *examples
+        )
+        o.add_argument("--data-dir", help="default $DATA_DIR, ./data")
+        o.set_defaults(uses_data_dir=True)
         return o
 
-    o = offline("replay", "rebuild the state from the journal (ignoring snapshots) and print it")
+    o = offline(
+        "replay",
+        "rebuild the state from the journal (ignoring snapshots) and print it",
+        "Replay the whole journal from the first record and print what it rebuilt (days, user-days, releases, "
+        "records by kind); always safe.",
+        "DATA_DIR=./data dpdau replay",
+    )
     o.set_defaults(func=cmd_replay)
-    o = offline("snapshot", "write a snapshot of the current state")
+    o = offline(
+        "snapshot",
+        "write a snapshot of the current state",
+        "Restore the state and write a checksummed snapshot of it into DATA_DIR; --out also copies it (a backup).",
+        "dpdau snapshot --out backup-2026-11-02.snap",
+    )
     o.add_argument("--out", type=Path, help="also copy the snapshot file here")
     o.set_defaults(func=cmd_snapshot)
-    o = offline("restore", "restore from the newest valid snapshot (or install FILE first) + tail replay")
-    o.add_argument("file", nargs="?", type=Path)
+    o = offline(
+        "restore",
+        "restore from the newest valid snapshot (or install FILE first) + tail replay",
+        "Check and install FILE (a snapshot of this journal) if given, then restore from the newest valid "
+        "snapshot plus the journal's tail and print the result.",
+        "dpdau restore",
+        "dpdau restore backup-2026-11-02.snap",
+    )
+    o.add_argument("file", nargs="?", type=Path, help="a snapshot file written by `dpdau snapshot --out`")
     o.set_defaults(func=cmd_restore)
-    o = offline("compact", "purge every erased user's events now (do not wait for PURGE_DELAY_SECONDS)")
+    o = offline(
+        "compact",
+        "purge every erased user's events now (do not wait for PURGE_DELAY_SECONDS)",
+        "Rewrite every outstanding erasure's events out of the journal, rebuild the file and regenerate the "
+        "snapshots; the receipts turn 'purged'.",
+        "dpdau compact",
+    )
     o.set_defaults(func=cmd_compact)
-    o = offline("rotate-salt", "replace the pseudonymisation secret without changing any count")
+    o = offline(
+        "rotate-salt",
+        "replace the pseudonymisation secret without changing any count",
+        "Draw a new secret into DATA_DIR/keyring and re-key every stored pseudonym in one transaction; "
+        "back up DATA_DIR/keyring afterwards.",
+        "DATA_DIR=./data dpdau rotate-salt",
+    )
     o.set_defaults(func=cmd_rotate_salt)
     return p
 
@@ -134,12 +263,23 @@ async def serve(cfg: config_mod.Config) -> None:
     # The journal's database thread needs the GIL for each hop; the default 5 ms switch
     # interval puts a 5 ms floor under every commit whenever the event loop is busy.
     sys.setswitchinterval(0.0005)
+    if cfg.gateway.production and not cfg.gateway.hash_salt_secret:  # identity.py refuses too, but later
+        raise config_mod.ConfigError(
+            "HASH_SALT_SECRET is required when DPDAU_ENV=production (it keys every pseudonym; "
+            "keep it in your secret store and back it up)"
+        )
+    # Bind before the journal is opened or replayed: a port in use is a configuration error
+    # found in milliseconds, not after a replay. Listening starts only once the state is ready.
+    sock = bind(cfg.gateway.host, cfg.gateway.port)
     app = create_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, cfg.gateway.host, cfg.gateway.port, backlog=2048, reuse_address=True)
-        await site.start()
+        await runner.setup()
+        site = web.SockSite(runner, sock, backlog=2048)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise _bind_error(cfg.gateway.host, cfg.gateway.port, exc) from None
         log.info(
             "listening",
             url=f"http://{cfg.gateway.host}:{cfg.gateway.port}",
@@ -152,6 +292,36 @@ async def serve(cfg: config_mod.Config) -> None:
                 break
     finally:
         await runner.cleanup()
+        sock.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to HOST:PORT, not yet listening (connections are refused, as before, until the
+    state is ready), or a ConfigError naming the setting."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise config_mod.ConfigError(f"HOST {host!r} cannot be used: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)  # a listening server on the port makes this fail now; we listen once ready
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(host, port, exc) from None
+    return sock
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> config_mod.ConfigError:
+    if exc.errno == errno.EADDRINUSE:
+        return config_mod.ConfigError(
+            f"PORT {port} is already in use on {host} (another dpdau?); stop it or choose another PORT / --port"
+        )
+    if exc.errno == errno.EACCES:
+        return config_mod.ConfigError(f"PORT {port} needs privileges to bind on {host}; choose a PORT above 1023")
+    return config_mod.ConfigError(f"HOST {host!r} / PORT {port}: cannot listen ({exc.strerror or exc})")
 
 
 # -- client commands -------------------------------------------------------------------------
@@ -168,6 +338,13 @@ def _url(args: argparse.Namespace, cfg: config_mod.Config) -> str:
 def _request(
     cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
+    status, payload, _ = _exchange(cfg, method, url, body, headers)
+    return status, payload
+
+
+def _exchange(
+    cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     import urllib.error
     import urllib.request
 
@@ -178,11 +355,19 @@ def _request(
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
+            return resp.status, _decode(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        return exc.code, _decode(exc.read()), dict(exc.headers)
     except urllib.error.URLError as exc:
         raise ClientError(f"cannot reach {url}: {exc.reason} (is `make run` running?)") from None
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {"error": "not_json", "detail": raw[:200].decode(errors="replace")}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def _show(status: int, body: dict[str, Any]) -> int:
@@ -227,22 +412,62 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
 
 
+class Retry:
+    """When to retry a batch the server refused with 503: at most ``retries`` times and
+    ``seconds`` in all, waiting what Retry-After asks (else 0.5 s, doubling, at most 30 s)."""
+
+    def __init__(self, retries: int, seconds: float) -> None:
+        self.retries, self.seconds = retries, seconds
+
+    def wait(self, retry: int, elapsed: float, retry_after: str | None) -> float | None:
+        """Seconds to wait before retry number ``retry`` (1-based), or None to give up."""
+        if retry > self.retries:
+            return None
+        try:
+            delay = max(0.0, float(retry_after)) if retry_after is not None else None
+        except ValueError:  # an HTTP date, or garbage: fall back to our own backoff
+            delay = None
+        if delay is None:
+            delay = min(30.0, 0.5 * 2 ** (retry - 1))
+        return delay if elapsed + delay <= self.seconds else None
+
+
 def cmd_ingest(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     url = f"{_url(args, cfg)}/event"
     tty = sys.stderr.isatty()
     sent, started = 0, time.monotonic()
     batch: list[dict[str, Any]] = []
+    retry = Retry(args.retries, args.retry_for)
 
     def flush() -> None:
         nonlocal sent, batch
         key = f"ingest-{args.file.name}-{sent}-{len(batch)}-{os.getpid()}"
+        first = time.monotonic()
+        attempt = 1
         while True:
-            status, body = _request(cfg, "POST", url, {"events": batch}, {"Idempotency-Key": key})
+            status, body, headers = _exchange(cfg, "POST", url, {"events": batch}, {"Idempotency-Key": key})
             if status != 503:
                 break
-            time.sleep(1)  # backpressure: the same Idempotency-Key makes the retry safe
+            elapsed = time.monotonic() - first
+            delay = retry.wait(attempt, elapsed, headers.get("Retry-After"))
+            if delay is None:
+                raise ClientError(
+                    f"gave up on the batch starting at event {sent:,} after {attempt} attempt(s) in {elapsed:.1f} s: "
+                    f"the server kept answering 503 ({body.get('error')}: {body.get('detail')}); "
+                    f"{sent:,} events before it were ingested (limits: --retries {args.retries}, "
+                    f"--retry-for {args.retry_for:g})"
+                )
+            # Backpressure: the same Idempotency-Key makes the retry safe (never counted twice).
+            print(
+                f"dpdau ingest: server busy (503 {body.get('error')}), retrying the batch at event {sent:,} "
+                f"in {delay:g} s (retry {attempt} of at most {args.retries})",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(delay)
+            attempt += 1
         if status >= 400:
-            raise ClientError(f"batch starting at event {sent} refused ({status}): {body}")
+            raise ClientError(f"batch starting at event {sent:,} refused ({status}): {body}")
         sent += len(batch)
         batch = []
         if tty:

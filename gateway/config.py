@@ -5,6 +5,10 @@ Rules:
    (``epsilon_dau`` <- ``EPSILON_DAU``); gateway settings are listed below. The process
    environment wins over ``.env``; ``.env`` is read from the working directory only.
 2. A bad value stops the process with a message naming the variable -- never a silent default.
+   Numbers are never negative (``_check_numbers``; a setting where a negative means something
+   says so in ``NEGATIVE_ALLOWED``), and ``DATA_DIR`` must be a writable directory
+   (``prepare_data_dir``) before anything is started. ``dpdau`` turns a ``ConfigError`` into one
+   line on stderr and exit code 2.
 3. No setting carries a seed: the service's noise comes from OS randomness only.
    ``DEFAULT_SEED`` is read by the evaluation code (``eval/``) and by nothing here.
 """
@@ -12,6 +16,8 @@ Rules:
 from __future__ import annotations
 
 import os
+import tempfile
+import typing
 from pathlib import Path
 
 import msgspec
@@ -23,6 +29,12 @@ from journal.backend import JournalError
 
 class ConfigError(Exception):
     pass
+
+
+MIN_SECRET_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; identity.py enforces it too
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Settings whose negative values mean something (none so far); every other number must be >= 0.
+NEGATIVE_ALLOWED: frozenset[str] = frozenset()
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +63,13 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("JOURNAL_SYNC must be FULL, NORMAL or EXTRA")
         if not 0 < self.port < 65536:
             raise ValueError("PORT must be a TCP port")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.hash_salt_secret is not None and len(self.hash_salt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"HASH_SALT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                f"(got {len(self.hash_salt_secret.encode())}); generate one with `openssl rand -hex 32`"
+            )
 
     @property
     def production(self) -> bool:
@@ -77,6 +96,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             index_idle_seconds=gw.index_idle_seconds,
             production=gw.production,
         )
+
+
+def settings_structs() -> tuple[type[msgspec.Struct], ...]:
+    """Every struct ``load`` fills from the environment (the README's configuration table and the
+    bad-configuration tests enumerate their fields, so a new setting cannot be forgotten)."""
+    return (GatewaySettings, EngineSettings)
+
+
+def variables() -> dict[str, tuple[type[msgspec.Struct], str]]:
+    """Environment variable name -> (struct, field) for every setting ``load`` reads."""
+    return {f.upper(): (struct, f) for struct in settings_structs() for f in struct.__struct_fields__}
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -106,7 +136,9 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env
         gateway = msgspec.convert(gw, GatewaySettings, strict=False)
         engine = msgspec.convert(_pick(EngineSettings, env), EngineSettings, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError(_name_the_variable(str(exc))) from exc
+        raise ConfigError(_name_the_variable(str(exc), {**env, **{k.upper(): v for k, v in gw.items()}})) from exc
+    _check_numbers(gateway)
+    _check_numbers(engine)
     config = Config(gateway=gateway, engine=engine)
     try:
         config.journal  # noqa: B018 -- parse JOURNAL_URL now: a bad one stops the start (rule 2)
@@ -115,9 +147,50 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env
     return config
 
 
-def _name_the_variable(message: str) -> str:
+def _check_numbers(settings: msgspec.Struct) -> None:
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and value < 0 and name not in NEGATIVE_ALLOWED:
+            raise ConfigError(f"{name.upper()} must be >= 0, not {value}")
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create ``DATA_DIR`` if needed and prove it is writable, before anything starts (rule 2)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"DATA_DIR {str(data_dir)!r} is a file, not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"DATA_DIR {str(data_dir)!r} is not a writable directory ({reason})") from None
+
+
+SECRET_SETTINGS = frozenset({"HASH_SALT_SECRET", "API_KEY", "JOURNAL_URL"})  # never echoed in an error
+
+
+def _name_the_variable(message: str, env: dict[str, str]) -> str:
     # msgspec says "... - at `$.epsilon_dau`"; users set EPSILON_DAU.
     if "`$." in message:
         head, _, field = message.rpartition("`$.")
-        return f"{field.rstrip('`').upper()}: {head.rstrip(' -at')}"
+        name = field.rstrip("`").upper()
+        shown = f"={env[name]!r}" if name in env and name not in SECRET_SETTINGS else ""
+        choices = _choices(name.lower())
+        hint = f" (one of: {', '.join(choices)})" if choices else ""
+        return f"{name}{shown}: {head.removesuffix(' - at ')}{hint}"
     return message
+
+
+def _choices(field: str) -> tuple[str, ...]:
+    """The allowed values of a Literal-typed setting, for the error message."""
+    for struct in settings_structs():
+        hints = typing.get_type_hints(struct)
+        if field in hints:
+            args = typing.get_args(hints[field])
+            if typing.get_origin(hints[field]) is typing.Literal:
+                return tuple(str(a) for a in args)
+            literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+            return tuple(str(v) for lit in literals for v in typing.get_args(lit))
+    return ()

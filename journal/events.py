@@ -28,6 +28,7 @@ CounterKind = Literal["sqrt", "tree"]
 SketchImpl = Literal["set", "theta"]
 ChargePurpose = Literal["release", "revision", "counter_run"]
 AccountingMechanism = Literal["discrete_gaussian", "discrete_laplace", "gaussian_counter"]
+TokenScheme = Literal["hmac", "prp64"]
 
 OP_WITHDRAW = 0  # '-': the user is not active that day (as far as this event is concerned)
 OP_RECORD = 1  # '+': the user is active that day
@@ -211,6 +212,9 @@ class CounterStarted(Event, frozen=True, kw_only=True):
     lattice_bits: int
     noise: list[int]  # lattice units; secret, never part of any response
     token_secret: bytes = b""  # keys the run's blocked-user tokens; emptied (shredded) at run end
+    # How tokens are made (actors/privacy/flippancy.py): "prp64" = a keyed permutation of the key,
+    # which a salt rotation can re-key; records written before it existed used "hmac" (one-way).
+    token_scheme: TokenScheme = "hmac"
     epsilon: float
     charge_id: str
     budget_remaining: float

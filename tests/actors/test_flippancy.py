@@ -34,6 +34,7 @@ def started(w: int = 2, horizon: int = 31) -> CounterStarted:
         budget_remaining=0.0,
         started_at=0.0,
         token_secret=b"s" * 32,
+        token_scheme="prp64",
     )
 
 
@@ -244,3 +245,52 @@ def test_the_anonymous_tombstone_leaves_the_run_where_the_keyed_one_does(members
     for members in memberships[t0:]:
         m = np.array(sorted(members), dtype=np.int64)
         assert do_step(purged, m) == do_step(keyed, m)
+
+
+# -- tokens follow their key through a salt rotation (rule 6) ---------------------------------
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(INT64, min_size=1, max_size=50, unique=True), secret=st.binary(min_size=1, max_size=40))
+def test_prp_tokens_are_a_permutation_the_secret_inverts(keys, secret):
+    arr = np.array(keys, dtype=np.int64)
+    toks = flippancy.tokens(secret, arr, "prp64")
+    assert len(set(toks.tolist())) == len(keys)  # a permutation: never a collision
+    assert [flippancy._unpermute(secret, t) for t in toks.tolist()] == keys
+    other = flippancy.tokens(secret + b"x", arr, "prp64")
+    assert (toks != other).sum() >= len(keys) - 1  # another run's secret: unrelated tokens
+
+
+def test_hmac_tokens_of_old_runs_are_still_understood():
+    old = msgspec.structs.replace(started(), token_scheme="hmac")
+    mac = __import__("hmac").digest(b"s" * 32, (7).to_bytes(8, "little", signed=True), "sha256")
+    assert int(flippancy.run_tokens(old, np.array([7]))[0]) == int.from_bytes(mac[:8], "little", signed=True)
+
+
+def rotate_keys(keys: np.ndarray) -> np.ndarray:
+    return (np.asarray(keys, dtype=np.int64) * np.int64(-7046029254386353131)) ^ np.int64(0x5BD1E995)
+
+
+def test_a_rotated_purged_tombstone_still_blocks_the_same_user_under_the_new_key():
+    run = _run("r1")
+    anon = flippancy.anonymous_tombstone(_tomb(), [run, _step_event("r1", 1, [E])])
+    rotated = flippancy.rekey_tombstone(anon, {"r1": run}, rotate_keys)
+    new_key = int(rotate_keys(np.array([E]))[0])
+    assert rotated.blocked_tokens == {"r1": int(flippancy.run_tokens(run, np.array([new_key]))[0])}
+    assert rotated.counter_exits == anon.counter_exits and rotated.key is None
+    live = CounterRun(run)
+    flippancy.apply_erasure(live, None, 0, rotated.blocked_tokens["r1"])
+    assert do_step(live, np.array([new_key, 8], dtype=np.int64)) == 1  # 8 enters; E (now new_key) stays out
+    # a tombstone still awaiting its purge just has its key mapped
+    assert flippancy.rekey_tombstone(_tomb(), {"r1": run}, rotate_keys).key == new_key
+
+
+def test_rotation_cannot_follow_one_way_tokens_of_a_run_in_progress_but_ignores_shredded_ones():
+    legacy = msgspec.structs.replace(_run("old"), token_scheme="hmac")
+    anon = flippancy.anonymous_tombstone(_tomb(), [legacy])
+    with pytest.raises(flippancy.CannotRekey, match="old"):
+        flippancy.rekey_tombstone(anon, {"old": legacy}, rotate_keys)
+    shredded = msgspec.structs.replace(legacy, token_secret=b"")
+    assert flippancy.rekey_tombstone(anon, {"old": shredded}, rotate_keys) == anon

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -32,6 +33,14 @@ XOR = np.int64(0x5BD1E9955BD1E995)
 
 def mapping(keys: np.ndarray) -> np.ndarray:
     return (np.asarray(keys, dtype=np.int64) * MUL) ^ XOR
+
+
+def map_tombstone(tomb: ev.UserErased, runs: dict, mapping_) -> ev.UserErased:
+    """A stand-in for the actors' rule (flippancy.rekey_tombstone): keys and tokens both mapped."""
+    if tomb.key is not None:
+        return msgspec.structs.replace(tomb, key=int(mapping_(np.array([tomb.key]))[0]))
+    tokens = {run: int(mapping_(np.array([t]))[0]) for run, t in tomb.blocked_tokens.items()}
+    return msgspec.structs.replace(tomb, blocked_tokens=tokens)
 
 
 def m(k: int) -> int:
@@ -83,7 +92,7 @@ async def test_rekey_rewrites_every_pseudonym_and_nothing_else(journal, db_dir):
     assert all(found_before.values())
     head = journal.head
 
-    rewritten = await rekey(journal, mapping, 2)
+    rewritten = await rekey(journal, mapping, 2, retombstone=map_tombstone)
 
     after = {r.seq: r for r in await read_all(journal)}
     assert rewritten == 3 + 3 + (3 + 1) + 1 + (2 + len(rest))  # activity, step entries, tombstone
@@ -142,7 +151,7 @@ async def test_no_file_contains_an_old_key_after_rekey(sqlite_journal, db_dir):
     assert files_containing(db_dir, key_patterns(tombstone_key)["be"])  # msgpack int: the search can see it
     assert all(files_containing(db_dir, key_patterns(k)["le"]) for k in keys.tolist()[:5])
 
-    await rekey(journal, mapping, 1)
+    await rekey(journal, mapping, 1, retombstone=map_tombstone)
 
     for k in keys.tolist():
         for name in ("le", "be"):
@@ -157,8 +166,8 @@ async def test_key_version_and_rotation_survive_reopen(db_dir):
     j = await Journal.open(path)
     try:
         await j.append([batch([101, 202])])
-        await rekey(j, mapping, 1)
-        await rekey(j, mapping, 2)
+        await rekey(j, mapping, 1, retombstone=map_tombstone)
+        await rekey(j, mapping, 2, retombstone=map_tombstone)
         head = j.head
     finally:
         await j.close()
@@ -174,7 +183,7 @@ async def test_key_version_and_rotation_survive_reopen(db_dir):
 
 
 async def test_rekey_of_an_empty_journal(journal):
-    assert await rekey(journal, mapping, 1) == 0
+    assert await rekey(journal, mapping, 1, retombstone=map_tombstone) == 0
     assert journal.head == 1 and journal.key_version == 1
 
 
@@ -192,7 +201,7 @@ async def test_a_mapping_error_rolls_everything_back(journal):
         return mapping(keys)
 
     with pytest.raises(RuntimeError):
-        await rekey(journal, flaky, 1)
+        await rekey(journal, flaky, 1, retombstone=map_tombstone)
     assert [(r.seq, r.event) for r in await read_all(journal)] == before
     assert journal.head == 4 and journal.key_version == 0
     assert await journal.find_key(1) == [1]
@@ -205,7 +214,7 @@ async def test_a_failure_at_the_end_of_the_transaction_leaves_the_rows_unchanged
     before = [(r.seq, r.event) for r in await read_all(journal)]
     await refuse_kind(journal, db_dir, ev.SaltRotated.KIND)
     with pytest.raises(Exception, match="refused"):
-        await rekey(journal, mapping, 1)
+        await rekey(journal, mapping, 1, retombstone=map_tombstone)
     assert [(r.seq, r.event) for r in await read_all(journal)] == before
     assert journal.head == 3 and journal.key_version == 0
     assert await journal.refresh_head() == 3
@@ -219,9 +228,44 @@ async def test_a_failed_rekey_leaves_the_index_usable(journal, db_dir):
     await settle(journal)
     await refuse_kind(journal, db_dir, ev.SaltRotated.KIND)
     with pytest.raises(Exception, match="refused"):
-        await rekey(journal, mapping, 1)
+        await rekey(journal, mapping, 1, retombstone=map_tombstone)
     await journal.append([batch([2])])
     if journal.kind == "sqlite":
         assert journal.index_watermark == 3
         assert await journal.index_pending() == 1
     assert await journal.find_key(2) == [1, 4]
+
+
+async def test_a_purged_tombstones_tokens_are_rewritten_by_the_callers_rule_with_the_runs_before_it(journal):
+    await journal.append(
+        [
+            counter_started("r1"),
+            ev.UserErased(erasure_id="er", key=None, requested_at=1.0, blocked_tokens={"r1": 41}),
+            counter_started("r2"),
+        ]
+    )
+    seen: list[tuple[str, list[str]]] = []
+
+    def spy(tomb, runs, mapping_):
+        seen.append((tomb.erasure_id, sorted(runs)))
+        return map_tombstone(tomb, runs, mapping_)
+
+    assert await rekey(journal, mapping, 1, retombstone=spy) == 1
+    assert seen == [("er", ["r1"])]  # only the runs journaled before the tombstone
+    (tomb,) = [r.event for r in await read_all(journal, kinds=[ev.UserErased.KIND])]
+    assert tomb.blocked_tokens == {"r1": m(41)}
+
+
+async def test_a_refusing_rule_rolls_the_whole_rotation_back(journal):
+    keys = random_keys(np.random.default_rng(9), 3).tolist()
+    await journal.append(
+        [batch(keys), ev.UserErased(erasure_id="er", key=None, requested_at=1.0, blocked_tokens={"r1": 41})]
+    )
+    before = await read_all(journal)
+
+    def refuse(tomb, runs, mapping_):
+        raise ValueError("cannot re-key these tokens")
+
+    with pytest.raises(ValueError, match="cannot re-key"):
+        await rekey(journal, mapping, 1, retombstone=refuse)
+    assert await read_all(journal) == before and journal.key_version == 0

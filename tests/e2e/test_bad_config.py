@@ -1,0 +1,135 @@
+"""A bad configuration, through the real ``dpdau`` process: one line naming the setting, exit 2.
+
+Never a traceback, nothing started: the port is checked before the journal is opened, and
+``DATA_DIR`` is proved writable before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def dpdau(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=cwd,  # a directory without a .env, so only ``env`` configures the process
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_clear_line(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("configuration error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "needles"),
+    [
+        ({"HASH_SALT_SECRET": "too-short"}, ["HASH_SALT_SECRET", "16 bytes"]),
+        ({"EPSILON_DAU": "-0.5"}, ["EPSILON_DAU"]),
+        ({"EPSILON_MAU": "abc"}, ["EPSILON_MAU", "'abc'"]),
+        ({"DAU_MECHANISM": "magic"}, ["DAU_MECHANISM", "magic", "gaussian"]),
+        ({"MAU_MECHANISM": "exponential"}, ["MAU_MECHANISM", "exponential"]),
+        ({"PURGE_DELAY_SECONDS": "-1"}, ["PURGE_DELAY_SECONDS", ">= 0"]),
+        ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL"]),
+        ({"TIMEZONE": "Mars/Olympus"}, ["TIMEZONE", "Mars/Olympus"]),
+        ({"DPDAU_ENV": "production"}, ["HASH_SALT_SECRET", "production"]),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
+)
+def test_bad_setting_stops_serve_with_one_line_and_exit_2(tmp_path, env, needles):
+    data = tmp_path / "data"
+    proc = dpdau("serve", "--port", str(free_port()), env={"DATA_DIR": str(data), **env}, cwd=tmp_path)
+    assert_one_clear_line(proc, *needles)
+    assert not data.exists() or not any(data.iterdir())  # nothing was started
+
+
+def test_the_secret_is_never_echoed(tmp_path):
+    secret = "short-Secret"
+    proc = dpdau("serve", env={"DATA_DIR": str(tmp_path / "d"), "HASH_SALT_SECRET": secret}, cwd=tmp_path)
+    assert secret not in assert_one_clear_line(proc, "HASH_SALT_SECRET")
+
+
+def test_port_in_use_is_found_before_the_journal_is_opened(tmp_path):
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        proc = dpdau("serve", "--host", "127.0.0.1", "--port", str(port), env={"DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert_one_clear_line(proc, "PORT", str(port), "in use")
+    assert not any(tmp_path.iterdir())  # DATA_DIR is still empty: no journal was opened
+
+
+def test_unknown_host_names_host(tmp_path):
+    proc = dpdau("serve", "--host", "no-such-host.invalid", env={"DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert_one_clear_line(proc, "HOST", "no-such-host.invalid")
+
+
+def test_data_dir_that_is_a_file_or_under_a_file(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    for data_dir in (blocker, blocker / "data"):
+        for command in (["serve", "--port", str(free_port())], ["replay"], ["snapshot"]):
+            proc = dpdau(*command, env={"DATA_DIR": str(data_dir)}, cwd=tmp_path)
+            assert_one_clear_line(proc, "DATA_DIR", str(data_dir))
+
+
+def _make_unwritable(directory: Path) -> list[str]:
+    """chmod for a normal user; root ignores modes, so there the immutable attribute is used."""
+    directory.chmod(0o500)
+    undo = []
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        assert chattr, "running as root: chattr (e2fsprogs) is needed to make a directory unwritable"
+        subprocess.run([chattr, "+i", str(directory)], check=True)
+        undo = [chattr, "-i", str(directory)]
+    probe = directory / "probe"
+    with pytest.raises(OSError):
+        probe.write_text("x")  # the premise of the test: the directory really is unwritable
+    return undo
+
+
+def test_unwritable_data_dir(tmp_path):
+    data = tmp_path / "readonly"
+    data.mkdir()
+    undo = _make_unwritable(data)
+    try:
+        for command in (["serve", "--port", str(free_port())], ["compact"]):
+            proc = dpdau(*command, env={"DATA_DIR": str(data)}, cwd=tmp_path)
+            assert_one_clear_line(proc, "DATA_DIR", str(data), "not a writable directory")
+        proc = dpdau("serve", env={"DATA_DIR": str(data / "sub")}, cwd=tmp_path)
+        assert_one_clear_line(proc, "DATA_DIR", "sub")
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+        data.chmod(0o700)
+
+
+def test_dpdau_help_says_what_it_does_with_examples(tmp_path):
+    proc = dpdau("--help", env={}, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "differential privacy" in proc.stdout and "examples:" in proc.stdout
+    for command in ("serve", "ingest", "dau", "mau", "erase", "budget", "replay", "rotate-salt"):
+        assert command in proc.stdout
+    sub = dpdau("ingest", "--help", env={}, cwd=tmp_path)
+    assert sub.returncode == 0 and "example:" in sub.stdout and "dpdau ingest events.jsonl" in sub.stdout
+    assert "--retries" in sub.stdout and "--retry-for" in sub.stdout
