@@ -9,5 +9,7 @@ position it applied, so live actors, full replay and snapshot + tail all agree.
 - ``release_book.py``: every published release and the state of every counter run.
 - ``erasure_book.py``: erasure receipts and who still awaits a purge.
 - ``idempotency.py``: which Idempotency-Key produced which batch.
+- ``routing.py``: which state each journal record changes -- the one table replay (``World``)
+  and the live router (``actors/system/router.py``) both follow.
 - ``world.py``: all of the above as one value: ``World.apply`` is replay; snapshots encode it.
 """

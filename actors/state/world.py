@@ -1,10 +1,9 @@
 """The whole derived state as one pure value: what replay builds and what a snapshot holds.
 
 Rules:
-1. ``World.apply`` is the single routing table from journal records to state: activity to the
-   day memberships and the idempotency index, erasures to the days, the release book and the
-   erasure book, charges to the ledger. The live system routes the same records the same way
-   (``actors/router.py``); the property tests hold the two to equality.
+1. ``World.apply`` is replay: each record goes to the destinations ``routing.ROUTES`` names for
+   it (one handler per destination here). The live system routes with the same table
+   (``actors/system/router.py``); the property tests hold the two to equality.
 2. Every component remembers the last seq it applied (``applied_seq``) and ignores records at or
    below it. A snapshot therefore needs no global pause: each component is captured at its own
    position (all >= the snapshot's ``last_seq``), and tail replay from ``last_seq + 1`` brings
@@ -18,7 +17,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import numpy as np
@@ -28,6 +27,7 @@ from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
 from actors.state.ledger import Ledger, LedgerSnapshot
 from actors.state.membership import Membership
 from actors.state.release_book import ReleaseBook, ReleaseSnapshot
+from actors.state.routing import Destination, destinations
 from journal import events as ev
 from journal.events import StoredRecord
 
@@ -72,29 +72,50 @@ class World:
         self.releases = ReleaseBook()
         self.ledger = Ledger()
         self.erasures = ErasureBook()
+        self.handlers: dict[Destination, Callable[[StoredRecord], None]] = {
+            "days": self._to_days,
+            "ingest": self._to_ingest,
+            "releases": self._to_releases,
+            "ledger": self._to_ledger,
+            "erasures": self._to_erasures,
+        }
 
     def apply(self, rec: StoredRecord) -> None:
+        for destination in destinations(rec.event):
+            self.handlers[destination](rec)
+        self.days_seq = max(self.days_seq, rec.last_seq)
+
+    def _to_days(self, rec: StoredRecord) -> None:
+        if rec.seq <= self.days_seq:
+            return
         event = rec.event
         if isinstance(event, ev.ActivityBatchRecorded):
-            self.ingest.apply(rec.seq, rec.last_seq, event)
-            if rec.seq > self.days_seq:
-                self._apply_activity(event)
+            self._apply_activity(event)
         elif isinstance(event, ev.UserErased):
-            if rec.seq > self.days_seq and event.key is not None:
+            if event.key is not None:  # an erasure is a '-' on every day (membership rule 1)
                 keys = np.array([event.key], dtype=np.int64)
                 for day, m in self.days.items():
                     self.days[day] = m.apply_folding(keys, np.zeros(1, dtype=np.uint8))
-            self.releases.apply(rec.seq, event)
-            self.erasures.apply(rec.seq, event)
-        elif isinstance(event, ev.ErasurePurged):
-            self.erasures.apply(rec.seq, event)
-        elif isinstance(event, ev.BudgetCharged):
-            self.ledger.apply(rec.seq, event)
-        elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
-            self.releases.apply(rec.seq, event)
-            if not isinstance(event, ev.CounterStepped):  # completes version-1 charges (ledger rule 3)
-                self.ledger.apply(rec.seq, event)
-        self.days_seq = max(self.days_seq, rec.last_seq)
+        else:
+            raise TypeError(f"the days cannot apply {type(event).__name__}")
+
+    def _to_ingest(self, rec: StoredRecord) -> None:
+        if not isinstance(rec.event, ev.ActivityBatchRecorded):
+            raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
+        self.ingest.apply(rec.seq, rec.last_seq, rec.event)
+
+    def _to_releases(self, rec: StoredRecord) -> None:
+        self.releases.apply(rec.seq, rec.event)
+
+    def _to_ledger(self, rec: StoredRecord) -> None:
+        if not isinstance(rec.event, (ev.BudgetCharged, ev.Released, ev.CounterStarted)):
+            raise TypeError(f"the ledger cannot apply {type(rec.event).__name__}")
+        self.ledger.apply(rec.seq, rec.event)
+
+    def _to_erasures(self, rec: StoredRecord) -> None:
+        if not isinstance(rec.event, (ev.UserErased, ev.ErasurePurged)):
+            raise TypeError(f"the erasure book cannot apply {type(rec.event).__name__}")
+        self.erasures.apply(rec.seq, rec.event)
 
     def _apply_activity(self, event: ev.ActivityBatchRecorded) -> None:
         for day, keys, ops in split_by_day(event):

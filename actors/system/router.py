@@ -1,12 +1,12 @@
 """The router: hands committed journal records to the actors, in journal order.
 
 Rules:
-1. ``dispatch`` is the live twin of ``World.apply``: the same record goes to the same state.
-   Activity goes to day actors (one message per day per batch, never per event) and to the
-   idempotency index; erasures go to every day actor (consecutive erasures coalesced into one
-   message per day), and to the feeds of the release and erasure actors; charges to the
-   accountant's feed; releases and counter records to the release actor's feed (and releases and
-   run starts to the accountant's too, for version-1 charges: ledger rule 3).
+1. ``dispatch`` is the live twin of ``World.apply``: both send a record to the destinations
+   ``actors.state.routing.ROUTES`` names, so the same record reaches the same state. Here "days"
+   are the day actors (activity: one message per day per run of consecutive batches, never per
+   event; erasures: consecutive ones coalesced into one message per day actor), "ingest" the
+   idempotency index, and "releases", "ledger", "erasures" the feeds of the release actor, the
+   accountant and the erasure actor.
 2. Sends to day mailboxes *wait* when a mailbox is full. The committer is the caller, so a slow
    day actor holds back the committer, whose bounded queue then refuses new requests (503):
    backpressure reaches the client without any unbounded buffer in between.
@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import numpy as np
@@ -25,6 +25,7 @@ from actors.days import ApplyOps, Barrier, DayActor, DayView, EraseKeys, GetView
 from actors.runtime import Actor
 from actors.state.idempotency import IdempotencyIndex, IdempotencySnapshot
 from actors.state.membership import EMPTY, Membership
+from actors.state.routing import Destination, destinations
 from actors.state.world import split_by_day
 from journal import events as ev
 from journal.events import StoredRecord
@@ -59,6 +60,14 @@ class Router:
         self.erasure = erasure
         self.dispatched_seq = dispatched_seq
         self._lock = anyio.Lock()
+        self._pending: list[StoredRecord] = []  # consecutive records of one type bound for the days
+        self._handlers: dict[Destination, Callable[[StoredRecord], Awaitable[None]]] = {
+            "days": self._to_days,
+            "ingest": self._to_ingest,
+            "releases": self._feed_to(release),
+            "ledger": self._feed_to(accountant),
+            "erasures": self._feed_to(erasure),
+        }
 
     def adopt(self, day: int, actor: DayActor) -> None:
         self.days[day] = actor
@@ -71,37 +80,44 @@ class Router:
 
     async def dispatch(self, records: list[StoredRecord]) -> None:
         async with self._lock:
-            activity: list[StoredRecord] = []  # consecutive activity, delivered as one message per day
-            erased: list[int] = []
-            erased_seq = 0
+            self._pending = []
             for rec in records:
-                event = rec.event
-                if isinstance(event, ev.ActivityBatchRecorded):
-                    if erased:
-                        await self._broadcast_erasure(erased_seq, erased)
-                        erased = []
-                    self.ingest.apply(rec.seq, rec.last_seq, event)
-                    activity.append(rec)
-                    continue
-                if activity:
-                    await self._deliver_activity(activity)
-                    activity = []
-                if isinstance(event, ev.UserErased):
-                    if event.key is not None:
-                        erased.append(event.key)
-                        erased_seq = rec.seq
-                    self.release.push_feed((rec.seq, event))
-                    self.erasure.push_feed((rec.seq, event))
-                    continue
-                if erased:
-                    await self._broadcast_erasure(erased_seq, erased)
-                    erased = []
-                self._feed(rec, event)
-            if activity:
-                await self._deliver_activity(activity)
-            if erased:
-                await self._broadcast_erasure(erased_seq, erased)
+                if self._pending and type(rec.event) is not type(self._pending[0].event):
+                    await self._flush_days()  # journal order across kinds: deliver what came first
+                for destination in destinations(rec.event):
+                    await self._handlers[destination](rec)
+            await self._flush_days()
             self.dispatched_seq = records[-1].last_seq
+
+    async def _to_days(self, rec: StoredRecord) -> None:
+        event = rec.event
+        if isinstance(event, ev.UserErased) and event.key is None:
+            return  # compacted: its user is no longer in any day
+        if not isinstance(event, (ev.ActivityBatchRecorded, ev.UserErased)):
+            raise TypeError(f"day actors cannot apply {type(event).__name__}")
+        self._pending.append(rec)
+
+    async def _to_ingest(self, rec: StoredRecord) -> None:
+        if not isinstance(rec.event, ev.ActivityBatchRecorded):
+            raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
+        self.ingest.apply(rec.seq, rec.last_seq, rec.event)
+
+    @staticmethod
+    def _feed_to(actor: Actor) -> Callable[[StoredRecord], Awaitable[None]]:
+        async def feed(rec: StoredRecord) -> None:
+            actor.push_feed((rec.seq, rec.event))
+
+        return feed
+
+    async def _flush_days(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if isinstance(pending[0].event, ev.ActivityBatchRecorded):
+            await self._deliver_activity(pending)
+        else:
+            keys = [r.event.key for r in pending if isinstance(r.event, ev.UserErased) and r.event.key is not None]
+            await self._broadcast_erasure(pending[-1].seq, keys)
 
     async def _deliver_activity(self, records: list[StoredRecord]) -> None:
         batches = [r.event for r in records if isinstance(r.event, ev.ActivityBatchRecorded)]
@@ -109,16 +125,6 @@ class Router:
         seq = records[-1].last_seq
         for day, keys, ops in split_by_day(batch):
             await self._day(day).send(ApplyOps(seq, keys, ops))
-
-    def _feed(self, rec: StoredRecord, event: ev.Event) -> None:
-        if isinstance(event, ev.BudgetCharged):
-            self.accountant.push_feed((rec.seq, event))
-        elif isinstance(event, (ev.Released, ev.CounterStarted, ev.CounterStepped)):
-            self.release.push_feed((rec.seq, event))
-            if not isinstance(event, ev.CounterStepped):  # completes version-1 charges (ledger rule 3)
-                self.accountant.push_feed((rec.seq, event))
-        elif isinstance(event, ev.ErasurePurged):
-            self.erasure.push_feed((rec.seq, event))
 
     async def _broadcast_erasure(self, seq: int, keys: list[int]) -> None:
         arr = np.unique(np.array(keys, dtype=np.int64))
