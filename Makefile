@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test setup install install-dev fmt lint check-placeholders bench eval plots clean
+.PHONY: run test reliability setup install install-dev fmt lint check-placeholders bench eval plots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ run: install
 
 test: install-dev
 	$(BIN)/python -m pytest -q
+
+# The fault-injection suites CI runs in their own blocks (see .ci/run); minutes, not seconds.
+reliability: install-dev
+	$(BIN)/python -m pytest -q -m crash tests/e2e/test_crash_cycles.py
 
 check-placeholders:
 	$(PYTHON) tools/check_placeholders.py
