@@ -1,7 +1,7 @@
 """``dpdau``: serve the gateway, talk to it, and maintain a data directory.
 
 Commands that talk to a running server (``ingest``, ``dau``, ``mau``, ``erase``,
-``erasure-status``, ``budget``) use HTTP (``--url``, default ``http://$HOST:$PORT``; ``API_KEY``
+``erasure-status``, ``budget``, ``health``) use HTTP (``--url``, default ``http://$HOST:$PORT``; ``API_KEY``
 is sent when set). Maintenance commands (``replay``, ``snapshot``, ``restore``, ``compact``,
 ``rotate-salt``) open ``DATA_DIR`` directly and refuse while a server holds it.
 """
@@ -191,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--period", help="accounting period, e.g. 2026-11")
     c.set_defaults(func=cmd_budget)
+    c = client(
+        "health",
+        "exit 0 if the server is alive (--ready: and has finished replaying)",
+        "Ask /healthz (or /readyz with --ready) and exit 0 when it answers 200, 1 otherwise; prints nothing "
+        "unless it fails. The Docker image's HEALTHCHECK runs it.",
+        "dpdau health",
+        "dpdau health --ready --url http://127.0.0.1:8000",
+    )
+    c.add_argument("--ready", action="store_true", help="ask /readyz: replay finished, accepting work")
+    c.set_defaults(func=cmd_health)
 
     def offline(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
         o = command(
@@ -332,18 +342,33 @@ class ClientError(Exception):
 
 
 def _url(args: argparse.Namespace, cfg: config_mod.Config) -> str:
-    return (args.url or os.environ.get("DPDAU_URL") or f"http://{cfg.gateway.host}:{cfg.gateway.port}").rstrip("/")
+    host = cfg.gateway.host
+    if host in ("0.0.0.0", "::", ""):  # a server bound to every interface is reached on loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return (args.url or os.environ.get("DPDAU_URL") or f"http://{host}:{cfg.gateway.port}").rstrip("/")
 
 
 def _request(
-    cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
+    cfg: config_mod.Config,
+    method: str,
+    url: str,
+    body: object | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 120,
 ) -> tuple[int, dict[str, Any]]:
-    status, payload, _ = _exchange(cfg, method, url, body, headers)
+    status, payload, _ = _exchange(cfg, method, url, body, headers, timeout)
     return status, payload
 
 
 def _exchange(
-    cfg: config_mod.Config, method: str, url: str, body: object | None = None, headers: dict[str, str] | None = None
+    cfg: config_mod.Config,
+    method: str,
+    url: str,
+    body: object | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 120,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     import urllib.error
     import urllib.request
@@ -354,12 +379,14 @@ def _exchange(
         hdrs["X-API-Key"] = cfg.gateway.api_key
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, _decode(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, _decode(exc.read()), dict(exc.headers)
     except urllib.error.URLError as exc:
         raise ClientError(f"cannot reach {url}: {exc.reason} (is `make run` running?)") from None
+    except OSError as exc:  # a timeout or reset while reading the answer
+        raise ClientError(f"no answer from {url}: {exc}") from None
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
@@ -395,6 +422,14 @@ def cmd_erasure_status(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 def cmd_budget(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     period = f"?period={args.period}" if args.period else ""
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/budget{period}"))
+
+
+def cmd_health(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    url = f"{_url(args, cfg)}/{'readyz' if args.ready else 'healthz'}"
+    status, body = _request(cfg, "GET", url, timeout=5)
+    if status != 200:
+        raise ClientError(f"{url} answered {status}: {body}")
+    return 0
 
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
