@@ -182,6 +182,33 @@ def test_compose_parses_uses_the_image_and_a_named_volume_for_data_dir():
         assert env["PORT"] in ports, name
 
 
+def _substitute(value: str) -> str:
+    # compose interpolation: ${NAME:?msg} / ${NAME:-default} -> a stand-in value
+    return re.sub(r"\$\{(\w+)(:[?-][^}]*)?\}", lambda m: f"x-{m.group(1).lower()}", value)
+
+
+def test_postgres_profile_is_a_journal_url_to_a_server_set_up_for_physical_erasure():
+    from journal import location
+    from journal.postgres import ERASURE_SETTINGS
+
+    doc = compose()
+    with_pg = {n: s for n, s in doc["services"].items() if "JOURNAL_URL" in s.get("environment", {})}
+    assert with_pg, "a profile runs the service on PostgreSQL"
+    for name, service in with_pg.items():
+        assert service.get("profiles"), f"{name}: PostgreSQL is a profile, not the default"
+        spec = location.parse(_substitute(service["environment"]["JOURNAL_URL"]), "/data")
+        assert spec.kind == "postgresql", name
+        host = re.search(r"@([^:/]+)", service["environment"]["JOURNAL_URL"]).group(1)
+        server = doc["services"][host]
+        assert set(server["profiles"]) == set(service["profiles"]) and host in service["depends_on"]
+        major = int(server["image"].split(":")[1].split(".")[0])
+        assert server["image"].startswith("postgres:") and major >= 15
+        flags = dict(a.split("=", 1) for a in server["command"] if "=" in a)
+        for setting, (ok, why) in ERASURE_SETTINGS.items():
+            assert setting in flags and ok(flags[setting]), f"{setting}: {why}"
+        assert server["environment"]["POSTGRES_USER"] in service["environment"]["JOURNAL_URL"]
+
+
 def test_compose_secret_is_required_not_defaulted():
     # `${HASH_SALT_SECRET:?...}` makes compose refuse to start without it; a default would be a shared secret
     text = COMPOSE.read_text()
