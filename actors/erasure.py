@@ -54,6 +54,11 @@ class PlanPurge(Ask[tuple[list[ErasureEntry], float | None]]):
     now: float
 
 
+@dataclass(slots=True)
+class ListEntries(Ask[list[ErasureEntry]]):
+    """Every receipt (for the admin-only counts by status)."""
+
+
 Purge = Callable[[list[ErasureEntry]], Awaitable[None]]
 
 
@@ -79,6 +84,8 @@ class ErasureActor(Actor):
     async def handle(self, message: object) -> None:
         if isinstance(message, Lookup):
             message.reply.set_result(self.book.entries.get(message.erasure_id))
+        elif isinstance(message, ListEntries):
+            message.reply.set_result(list(self.book.entries.values()))
         elif isinstance(message, ErasureBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())

@@ -18,6 +18,10 @@ Rules:
    waits for later releases (``seen_seq`` records the position the data was read at).
 6. A counter run covers the accounting period's days in order; releasing day t first steps every
    earlier unreleased day of the run.
+7. Scheduled publications (``PublishScheduled``, sent by ``actors/system/scheduler.py``) take the
+   same paths as requests, one at a time through the same mailbox. A slot already done is
+   skipped; a slot the budget cannot afford is journaled as ``ReleaseRefused`` -- nothing drawn,
+   nothing charged -- and is never retried.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from actors.runtime import Actor, Ask
 from actors.settings import COUNTER_MECHANISMS, EngineSettings, IndependentMechanism
 from actors.state import membership, periods
 from actors.state.release_book import ReleaseBook, ReleaseKey, ReleaseSnapshot
+from actors.state.schedule import Slot
 from journal import events as ev
 from journal.events import ChargePurpose, CounterKind, MechanismName, Metric
 from journal.groupcommit import Committer
@@ -64,6 +69,21 @@ class RequestRevision(Ask[ev.Released]):
 @dataclass(slots=True)
 class ReleaseBarrier(Ask[ReleaseSnapshot]):
     seq: int
+
+
+@dataclass(slots=True)
+class PublishScheduled(Ask):
+    """Publish one due slot of the schedule; replies with the release, the refusal, or None when
+    the slot was already done."""
+
+    slot: Slot = field(default_factory=lambda: Slot.of("dau", 0, 1))
+
+
+@dataclass(slots=True)
+class RecordScheduleStart(Ask):
+    """Journal ``ReleaseStartRecorded(day)`` unless one exists; replies with the recorded one."""
+
+    day: int = 0
 
 
 THETA_GUARANTEE = (
@@ -106,6 +126,10 @@ class ReleaseActor(Actor):
             message.reply.set_result(await self._release(message.key))
         elif isinstance(message, RequestRevision):
             message.reply.set_result(await self._revise(message.key))
+        elif isinstance(message, PublishScheduled):
+            message.reply.set_result(await self._publish(message.slot))
+        elif isinstance(message, RecordScheduleStart):
+            message.reply.set_result(await self._record_start(message.day))
         elif isinstance(message, ReleaseBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())
@@ -114,7 +138,7 @@ class ReleaseActor(Actor):
 
     # -- entry points ----------------------------------------------------------------------
 
-    async def _release(self, key: ReleaseKey) -> ev.Released:
+    async def _release(self, key: ReleaseKey, scheduled_lag: int | None = None) -> ev.Released:
         existing = self.book.latest(key)
         if existing is not None:
             return existing
@@ -123,21 +147,58 @@ class ReleaseActor(Actor):
         period = periods.period_of(day, self.settings.privacy_period)
         mechanism = self.settings.mechanism(metric)
         if (mechanism == "sqrt" or mechanism == "tree") and window == self._default_window(metric):
-            await self._counter_release(metric, day, period, mechanism)
+            await self._counter_release(metric, day, period, mechanism, scheduled_lag)
         else:
-            await self._independent(key, _independent_of(mechanism), period)
+            await self._independent(key, _independent_of(mechanism), period, scheduled_lag)
         released = self.book.latest(key)
         assert released is not None
         return released
 
-    async def _revise(self, key: ReleaseKey) -> ev.Released:
-        if self.book.latest(key) is None:
+    async def _revise(self, key: ReleaseKey, scheduled_lag: int | None = None) -> ev.Released:
+        if self.book.latest(key) is None and scheduled_lag is None:
             raise NothingToRevise(f"no release of {key.metric} for that period yet; request it first")
+        self._check_closed(key.day)
         period = periods.period_of(key.day, self.settings.privacy_period)
-        await self._independent(key, _independent_of(self.settings.mechanism(key.metric)), period)
+        await self._independent(key, _independent_of(self.settings.mechanism(key.metric)), period, scheduled_lag)
         released = self.book.latest(key)
         assert released is not None
         return released
+
+    async def _publish(self, slot: Slot) -> ev.Released | ev.ReleaseRefused | None:
+        """One scheduled slot (rule 7). A revision slot whose first publication was refused is
+        published as the period's first release: the schedule, not the data, decided to try."""
+        if self.book.slot_done(slot.key, slot.lag):
+            return None
+        try:
+            if slot.lag == 0:
+                return await self._release(slot.key, scheduled_lag=0)
+            return await self._revise(slot.key, scheduled_lag=slot.lag)
+        except BudgetExhausted as exc:
+            refused = ev.ReleaseRefused(
+                refusal_id=uuid.uuid4().hex,
+                metric=slot.metric,
+                day=slot.day,
+                window=slot.window,
+                lag=slot.lag,
+                accounting_period=exc.period,
+                reason="budget_exhausted",
+                epsilon_spent=exc.spent,
+                epsilon_cap=exc.cap,
+                refused_at=self.clock().timestamp(),
+            )
+            await self.committer.append([refused])
+            self.drain_feed()
+            return refused
+
+    async def _record_start(self, day: int) -> ev.ReleaseStartRecorded:
+        if self.book.start is None:
+            recorded = ev.ReleaseStartRecorded(
+                release_start=day, timezone=self.settings.timezone, recorded_at=self.clock().timestamp()
+            )
+            await self.committer.append([recorded])
+            self.drain_feed()
+        assert self.book.start is not None
+        return self.book.start
 
     def _check_closed(self, day: int) -> None:
         s = self.settings
@@ -157,7 +218,9 @@ class ReleaseActor(Actor):
 
     # -- independent releases (gaussian / laplace, and every revision) ---------------------
 
-    async def _independent(self, key: ReleaseKey, mechanism: IndependentMechanism, period: periods.Period) -> None:
+    async def _independent(
+        self, key: ReleaseKey, mechanism: IndependentMechanism, period: periods.Period, scheduled_lag: int | None = None
+    ) -> None:
         s = self.settings
         metric, end, window = key.metric, key.day, key.window
         cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
@@ -204,6 +267,7 @@ class ReleaseActor(Actor):
                     quote.remaining,
                     guarantee,
                     seen,
+                    scheduled_lag,
                 ),
             ]
 
@@ -212,7 +276,9 @@ class ReleaseActor(Actor):
 
     # -- continual counters ----------------------------------------------------------------
 
-    async def _counter_release(self, metric: Metric, day: int, period: periods.Period, kind: CounterKind) -> None:
+    async def _counter_release(
+        self, metric: Metric, day: int, period: periods.Period, kind: CounterKind, scheduled_lag: int | None = None
+    ) -> None:
         run = self.book.run_for(metric, period.label)
         if run is None:
             await self._start_run(metric, period, kind)
@@ -220,7 +286,7 @@ class ReleaseActor(Actor):
             assert run is not None
         target = period.index_of(day)
         while run.t < target:
-            await self._step(run, metric, period)
+            await self._step(run, metric, period, scheduled_lag if run.t + 1 == target else None)
 
     async def _start_run(self, metric: Metric, period: periods.Period, kind: CounterKind) -> None:
         s = self.settings
@@ -273,7 +339,9 @@ class ReleaseActor(Actor):
             self._plans[run.run_id] = plan
         return plan
 
-    async def _step(self, run: flippancy.CounterRun, metric: Metric, period: periods.Period) -> None:
+    async def _step(
+        self, run: flippancy.CounterRun, metric: Metric, period: periods.Period, scheduled_lag: int | None = None
+    ) -> None:
         t = run.t + 1
         day = period.first_day + t - 1
         window = run.started.window
@@ -309,6 +377,7 @@ class ReleaseActor(Actor):
                 st.budget_remaining,
                 guarantee,
                 seen,
+                scheduled_lag,
             )
             return [step, released]
 
@@ -356,6 +425,7 @@ class ReleaseActor(Actor):
         remaining: float,
         guarantee: str,
         seen: int,
+        scheduled_lag: int | None = None,
     ) -> ev.Released:
         metric, end, window = key
         return ev.Released(
@@ -379,6 +449,9 @@ class ReleaseActor(Actor):
             budget_remaining=remaining,
             seen_seq=seen,
             released_at=self.clock().timestamp(),
+            scheduled_lag=scheduled_lag,
+            experiment_id=self.settings.experiment_id,
+            format_version=ev.RELEASE_FORMAT,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cached_property
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
@@ -15,6 +16,7 @@ IndependentMechanism = Literal["gaussian", "laplace"]
 MECHANISMS: tuple[MechanismName, ...] = get_args(MechanismName)
 COUNTER_MECHANISMS: tuple[CounterKind, ...] = get_args(CounterKind)
 METRICS: tuple[Metric, ...] = get_args(Metric)
+ReleaseSchedule = Literal["daily", "on-demand"]
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
@@ -51,6 +53,11 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     privacy_period: PeriodKind = "month"
     sketch_impl: SketchImpl = "set"  # "set" (exact) | "theta"
     theta_lg_k: int = 12
+    # the publication schedule (actors/state/schedule.py)
+    release_schedule: ReleaseSchedule = "daily"  # "daily": published by the service at day close
+    release_start: dt.date | None = None  # None: the recorded day of the first start (journal)
+    revision_lags_days: str = ""  # e.g. "7" or "7,28": each period re-released once at each lag
+    experiment_id: str | None = None  # a release's ``version``; unset: the release format version
     # runtime
     day_mailbox: int = 64
     control_mailbox: int = 1024
@@ -59,6 +66,7 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     snapshot_every_events: int = 1_000_000
     snapshot_every_seconds: float = 300.0
     idempotency_keys_kept: int = 100_000
+    schedule_poll_seconds: float = 60.0  # longest sleep of the schedule loop (clock jumps)
 
     def __post_init__(self) -> None:
         for metric, mech in (("DAU", self.dau_mechanism), ("MAU", self.mau_mechanism)):
@@ -82,6 +90,29 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             ZoneInfo(self.timezone)
         except Exception:
             raise ValueError(f"TIMEZONE {self.timezone!r} is not a known IANA time zone") from None
+        self.revision_lags  # noqa: B018 -- validates REVISION_LAGS_DAYS
+        if self.experiment_id is not None and not (
+            0 < len(self.experiment_id) <= 64 and self.experiment_id.isascii() and self.experiment_id.isprintable()
+        ):
+            raise ValueError("EXPERIMENT_ID must be 1-64 printable ASCII characters")
+        if self.lateness_hours < 0:
+            raise ValueError("LATENESS_HOURS must be >= 0")
+        if not self.schedule_poll_seconds > 0:
+            raise ValueError("SCHEDULE_POLL_SECONDS must be > 0")
+
+    @cached_property
+    def revision_lags(self) -> tuple[int, ...]:
+        """REVISION_LAGS_DAYS as sorted distinct positive day counts (empty: no revisions)."""
+        parts = [p.strip() for p in self.revision_lags_days.split(",") if p.strip()]
+        if not all(p.isdigit() and 0 < int(p) <= 3660 for p in parts):
+            raise ValueError(
+                f"REVISION_LAGS_DAYS must be a comma-separated list of days in 1..3660, not {self.revision_lags_days!r}"
+            )
+        return tuple(sorted({int(p) for p in parts}))
+
+    @property
+    def scheduled(self) -> bool:
+        return self.release_schedule == "daily"
 
     @cached_property
     def tz(self) -> ZoneInfo:

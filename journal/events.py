@@ -167,10 +167,17 @@ class NoiseParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     sensitivity_exact: bool | None = None
 
 
+RELEASE_FORMAT = 2  # ``Released.VERSION``: what a release's ``version`` says when EXPERIMENT_ID is unset
+
+
 class Released(Event, frozen=True, kw_only=True):
-    """An immutable published number. Journaled before any response carries it."""
+    """An immutable published number. Journaled before any response carries it.
+
+    Version 2 added ``scheduled_lag``, ``experiment_id`` and ``format_version`` (all defaulted, so
+    a version-1 record upcasts to "format 1, not scheduled, no experiment id")."""
 
     KIND: ClassVar[int] = 5
+    VERSION: ClassVar[int] = RELEASE_FORMAT
     release_id: str
     metric: Metric
     day: int | None = None  # DAU: the day
@@ -191,6 +198,11 @@ class Released(Event, frozen=True, kw_only=True):
     budget_remaining: float  # least epsilon left under any cap it was checked against, right after it
     seen_seq: int  # journal position of the data it reflects (internal; never in a response)
     released_at: float
+    # None: made on request (or an admin revision); 0: the schedule's first publication of the
+    # period; L > 0: the schedule's revision at lag L days (REVISION_LAGS_DAYS).
+    scheduled_lag: int | None = None
+    experiment_id: str | None = None  # EXPERIMENT_ID when the release was made
+    format_version: int = 1  # the Released.VERSION it was made with (1 = before this field existed)
 
 
 class CounterStarted(Event, frozen=True, kw_only=True):
@@ -243,6 +255,34 @@ class SaltRotated(Event, frozen=True, kw_only=True):
     rotated_at: float
 
 
+class ReleaseStartRecorded(Event, frozen=True, kw_only=True):
+    """The day the publication schedule starts by default: the day (in ``TIMEZONE``) of the
+    service's first start with ``RELEASE_SCHEDULE=daily``. Recorded once, never derived from the
+    data (whose first day is itself private); ``RELEASE_START`` overrides it."""
+
+    KIND: ClassVar[int] = 9
+    release_start: int  # days since 1970-01-01
+    timezone: str
+    recorded_at: float
+
+
+class ReleaseRefused(Event, frozen=True, kw_only=True):
+    """A scheduled publication the budget could not afford. Recorded (so the series and the
+    metrics show it) and never retried by the schedule; nothing was drawn or charged."""
+
+    KIND: ClassVar[int] = 10
+    refusal_id: str
+    metric: Metric
+    day: int  # DAU day or MAU window end
+    window: int  # 1 for DAU
+    lag: int  # the slot: 0 = first publication, L = revision at lag L days
+    accounting_period: str  # the period whose cap refused it
+    reason: str  # "budget_exhausted"
+    epsilon_spent: float
+    epsilon_cap: float
+    refused_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """An event as the journal holds it: its first and last sequence number (rule 4)."""
@@ -263,6 +303,8 @@ EVENT_TYPES: dict[int, type[Event]] = {
         CounterStarted,
         CounterStepped,
         SaltRotated,
+        ReleaseStartRecorded,
+        ReleaseRefused,
     )
 }
 
@@ -274,11 +316,17 @@ def _budget_charged_v1(payload: dict[str, Any]) -> BudgetCharged:
     )
 
 
+def _released_v1(old: dict[str, Any]) -> Released:
+    """Version 1 lacked the schedule/version fields; their defaults say exactly that."""
+    return msgspec.convert(old, Released)
+
+
 # (kind, stored version) -> function from the decoded-as-dict old payload to the current Struct.
-# The day a field changes meaning, bump VERSION and register the upcaster here; replay of old
-# journals then keeps working.
+# The day a field changes, bump VERSION and register the upcaster here; replay of old journals
+# then keeps working.
 UPCASTERS: dict[tuple[int, int], Any] = {
     (BudgetCharged.KIND, 1): _budget_charged_v1,
+    (Released.KIND, 1): _released_v1,
 }
 
 _encoder = msgspec.msgpack.Encoder()

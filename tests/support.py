@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -90,6 +91,9 @@ class ServerProcess:
             "DATA_DIR": str(self.data_dir),
             "PURGE_DELAY_SECONDS": "300",
             "LOG_LEVEL": "info",
+            # Tests publish on request unless they test the schedule (which they then set): a
+            # scheduled release at midnight would otherwise change what a test counts.
+            "RELEASE_SCHEDULE": "on-demand",
             **(env or {}),
         }
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
@@ -142,8 +146,25 @@ class ServerProcess:
             self.proc.wait(10)
 
 
+class FakeClock:
+    """The system's one clock (``ActorSystem(clock=...)``, ``create_app(clock=...)``), moved by a test."""
+
+    def __init__(self, text: str) -> None:
+        self.now = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def set(self, text: str) -> None:
+        self.now = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
 def settings(**overrides) -> EngineSettings:
-    base = {"purge_delay_seconds": 3600, "snapshot_every_seconds": 3600}
+    base = {
+        "purge_delay_seconds": 3600,
+        "snapshot_every_seconds": 3600,
+        "release_schedule": "on-demand",  # see ServerProcess
+    }
     base.update(overrides)
     return EngineSettings(**base)
 

@@ -9,6 +9,10 @@ Rules:
    actor all call the same ``apply``.
 3. A finished run (all days of its horizon stepped) drops its per-user arrays: nothing can
    flip any more, and pseudonyms should not linger where they are no longer needed.
+4. The book also holds what the publication schedule needs to know (``actors/state/schedule``):
+   the recorded start of the schedule (``ReleaseStartRecorded``), which scheduled slots were
+   published (``Released.scheduled_lag``) and which were refused (``ReleaseRefused``). A slot is
+   done once either happened; the schedule never asks for it again.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import numpy as np
 from actors.privacy import flippancy
 from actors.privacy.flippancy import CounterRun
 from actors.state.membership import EMPTY
-from journal.events import CounterStarted, CounterStepped, Metric, Released, UserErased
+from journal.events import (
+    CounterStarted,
+    CounterStepped,
+    Metric,
+    Released,
+    ReleaseRefused,
+    ReleaseStartRecorded,
+    UserErased,
+)
 
 
 class ReleaseKey(NamedTuple):
@@ -52,6 +64,9 @@ def key_of(event: Released) -> ReleaseKey:
     return ReleaseKey.mau(event.end, event.window)
 
 
+SlotId = tuple[ReleaseKey, int]  # (key, lag): lag 0 = first publication, L = the revision at lag L days
+
+
 class RunSnapshot(msgspec.Struct, frozen=True):
     started: CounterStarted
     counted: bytes
@@ -67,6 +82,8 @@ class ReleaseSnapshot(msgspec.Struct, frozen=True):
     applied_seq: int
     releases: list[Released]
     runs: list[RunSnapshot]
+    start: ReleaseStartRecorded | None = None
+    refusals: list[ReleaseRefused] = []
 
 
 @dataclass
@@ -78,6 +95,10 @@ class ReleaseBook:
         self.log: list[Released] = []
         self.runs: dict[str, CounterRun] = {}
         self.run_of_period: dict[tuple[str, str], str] = {}
+        self.start: ReleaseStartRecorded | None = None
+        self.refusals: list[ReleaseRefused] = []
+        self.refused: dict[SlotId, ReleaseRefused] = {}
+        self.scheduled: set[SlotId] = set()
 
     # -- applying --------------------------------------------------------------------------
 
@@ -86,8 +107,12 @@ class ReleaseBook:
             return
         self.applied_seq = seq
         if isinstance(event, Released):
-            self.by_key.setdefault(key_of(event), []).append(event)
-            self.log.append(event)
+            self._add_release(event)
+        elif isinstance(event, ReleaseRefused):
+            self._add_refusal(event)
+        elif isinstance(event, ReleaseStartRecorded):
+            if self.start is None:  # the first record wins; later ones would be a bug upstream
+                self.start = event
         elif isinstance(event, CounterStarted):
             self.runs[event.run_id] = CounterRun(event)
             self.run_of_period[(event.metric, event.accounting_period)] = event.run_id
@@ -101,6 +126,17 @@ class ReleaseBook:
                 flippancy.apply_erasure(
                     run, event.key, event.counter_exits.get(run.run_id, 0), event.blocked_tokens.get(run.run_id)
                 )
+
+    def _add_release(self, event: Released) -> None:
+        key = key_of(event)
+        self.by_key.setdefault(key, []).append(event)
+        self.log.append(event)
+        if event.scheduled_lag is not None:
+            self.scheduled.add((key, event.scheduled_lag))
+
+    def _add_refusal(self, event: ReleaseRefused) -> None:
+        self.refusals.append(event)
+        self.refused[(ReleaseKey(event.metric, event.day, event.window), event.lag)] = event
 
     def advance(self, seq: int) -> None:
         self.applied_seq = max(self.applied_seq, seq)
@@ -117,6 +153,26 @@ class ReleaseBook:
 
     def active_runs(self) -> list[CounterRun]:
         return [r for r in self.runs.values() if r.t < r.started.horizon]
+
+    def slot_done(self, key: ReleaseKey, lag: int) -> bool:
+        """Has the schedule's slot (key, lag) been published or refused (rule 4)? A first
+        publication is also done when the period was released on request before the schedule
+        reached it: asking again would return that same record."""
+        if (key, lag) in self.refused or (key, lag) in self.scheduled:
+            return True
+        return lag == 0 and key in self.by_key
+
+    def series(self, metric: str, window: int) -> dict[int, Released | ReleaseRefused]:
+        """Per day (DAU day / MAU end, for ``window``): the latest release, or the refusal of its
+        first publication when nothing was ever released for it."""
+        out: dict[int, Released | ReleaseRefused] = {}
+        for (key, lag), refusal in self.refused.items():
+            if key.metric == metric and key.window == window and lag == 0:
+                out[key.day] = refusal
+        for key, revisions in self.by_key.items():
+            if key.metric == metric and key.window == window and revisions:
+                out[key.day] = revisions[-1]
+        return out
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -137,14 +193,18 @@ class ReleaseBook:
                 )
                 for r in self.runs.values()
             ],
+            self.start,
+            list(self.refusals),
         )
 
     @classmethod
     def restore(cls, snap: ReleaseSnapshot) -> ReleaseBook:
         book = cls(snap.applied_seq)
         for event in snap.releases:
-            book.by_key.setdefault(key_of(event), []).append(event)
-            book.log.append(event)
+            book._add_release(event)
+        for refusal in snap.refusals:
+            book._add_refusal(refusal)
+        book.start = snap.start
         for rs in snap.runs:
             run = CounterRun(
                 rs.started,

@@ -38,6 +38,8 @@ ROUTES: Mapping[type[ev.Event], tuple[Destination, ...]] = {
     ev.CounterStarted: ("releases", "ledger"),
     ev.CounterStepped: ("releases",),
     ev.SaltRotated: (),  # the keys were rewritten in place; no derived state records the version
+    ev.ReleaseStartRecorded: ("releases",),  # the schedule's start (release book rule 4)
+    ev.ReleaseRefused: ("releases",),  # a refused scheduled publication (release book rule 4)
 }
 
 

@@ -11,6 +11,9 @@ Theory of operation:
 - The gateway calls the coroutines at the bottom (``ingest``, ``release``, ``erase``, ...), which
   only translate into journal appends and actor messages. Mailbox-full and queue-full surface as
   ``MailboxFull`` / ``Overloaded``, which the gateway turns into 503 + Retry-After.
+- With ``RELEASE_SCHEDULE=daily`` the ``Scheduler`` (``scheduler.py``) runs among the background
+  loops and publishes each closed day by itself; ``clock`` (injected, one for the whole system)
+  is the only time it and the release actor consult.
 - Shutdown: the committer commits and dispatches what is queued, a final snapshot is written,
   mailboxes close and drain, background loops are cancelled, the journal is checkpointed.
 """
@@ -31,7 +34,7 @@ import structlog
 
 from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
 from actors.days import DayActor, DayView
-from actors.erasure import ErasureActor, ErasureBarrier, Lookup, purge_erased
+from actors.erasure import ErasureActor, ErasureBarrier, ListEntries, Lookup, purge_erased
 from actors.privacy import accounting
 from actors.refusals import NotReady
 from actors.release import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
@@ -48,6 +51,7 @@ from actors.system import loops
 from actors.system.boot import restore_world, snapshot_seq, utcnow
 from actors.system.ingest import IngestService
 from actors.system.router import Router
+from actors.system.scheduler import Scheduler
 from actors.system.snapshotting import Snapshotter
 from journal import compaction, faults
 from journal import events as ev
@@ -182,6 +186,7 @@ class ActorSystem:
             clock=self.clock,
             on_run_finished=self._run_finished,
         )
+        self.scheduler = Scheduler(s, self.clock, self.release_actor) if s.scheduled else None
         self.router = Router(
             spawn_day=self._spawn_day,
             ingest=world.ingest,
@@ -225,6 +230,8 @@ class ActorSystem:
                     loops.snapshot_loop, self.snapshots, lambda: self.journal.head, self.settings, name="snapshots"
                 )
                 bg.start_soon(self._upkeep_loop, name="upkeep")
+                if self.scheduler is not None:
+                    bg.start_soon(self.scheduler.run, name="schedule")
 
     async def _shutdown(self) -> None:
         self._bg_scope.cancel()
@@ -355,6 +362,44 @@ class ActorSystem:
             log_ = [r for r in log_ if r.metric == metric]
         return log_[offset : offset + limit], len(log_)
 
+    def series(
+        self, metric: str, first: int | None, last: int | None
+    ) -> list[tuple[int, ev.Released | ev.ReleaseRefused]]:
+        """The published series of ``metric`` (MAU: the default window): per day in [first, last],
+        the latest release, or the refusal of its first publication. Days without either are
+        absent (not due yet, or before the schedule's start)."""
+        self._require_ready()
+        window = 1 if metric == "dau" else self.settings.mau_window_days
+        rows = self.release_actor.book.series(metric, window)
+        return sorted((d, r) for d, r in rows.items() if (first is None or d >= first) and (last is None or d <= last))
+
+    def schedule_info(self) -> dict[str, Any]:
+        """The schedule as configured and recorded (all public: it depends on no data)."""
+        self._require_ready()
+        s = self.settings
+        book = self.release_actor.book
+        configured = periods.day_of(s.release_start) if s.release_start is not None else None
+        recorded = book.start.release_start if book.start is not None else None
+        return {
+            "schedule": s.release_schedule,
+            "release_start": configured if configured is not None else recorded,
+            "release_start_source": "RELEASE_START"
+            if configured is not None
+            else ("first_start" if recorded is not None else None),
+            "revision_lags_days": list(s.revision_lags),
+            "refused": {m: sum(1 for r in book.refusals if r.metric == m) for m in ("dau", "mau")},
+            "scheduled": {m: sum(1 for (k, _) in book.scheduled if k.metric == m) for m in ("dau", "mau")},
+        }
+
+    async def erasure_counts(self) -> dict[str, int]:
+        """Erasure receipts by status -- exact counts, not a release: admin only."""
+        self._require_ready()
+        entries = await self.erasure.ask_nowait(ListEntries())
+        counts = {"pending": 0, "applied": 0, "purged": 0}
+        for entry in entries:
+            counts[receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq).status] += 1
+        return counts
+
     async def erase(self, key: int) -> ErasureReceipt:
         """Always a new tombstone: a second request may follow new activity of the same user, and
         removing a user who is already gone is a no-op on the state (idempotent in effect)."""
@@ -381,6 +426,7 @@ class ActorSystem:
         if not self.ready:
             return stats
         days = self.router.days.values()
+        info = self.schedule_info()
         return msgspec.structs.replace(
             stats,
             pending_events=self.committer.pending_events,
@@ -396,6 +442,9 @@ class ActorSystem:
             },
             releases=len(self.release_actor.book.log),
             journal=self.journal.stats(),
+            scheduled=info["scheduled"],
+            refused=info["refused"],
+            schedule_failures=self.scheduler.stats.failures if self.scheduler is not None else 0,
         )
 
 
@@ -412,6 +461,9 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     mailbox_depth: dict[str, int] = {}
     releases: int = 0
     journal: dict[str, int] = {}  # the backend's own numbers (SQLite: index_watermark)
+    scheduled: dict[str, int] = {}  # scheduled publications made, per metric
+    refused: dict[str, int] = {}  # scheduled publications refused by the budget, per metric
+    schedule_failures: int = 0
 
 
 async def _rebuild(journal: JournalBackend) -> list[StoredRecord]:

@@ -5,11 +5,15 @@ replaying twice changes nothing, and idempotent retries are not applied twice. P
 middle of the stream too, and "crash" images of the data directory are taken at the moments a
 ``kill -9`` could hit (after a purge committed, before its snapshots were replaced): the newest
 valid snapshot + tail of every image equals the full replay of that image and the live state at
-that instant, and a kept snapshot is usable exactly while no rewrite happened after it.
+that instant, and a kept snapshot is usable exactly while no rewrite happened after it. The streams
+include scheduled publications (a fake clock moved a day per ``tick``), refusals and the
+schedule's recorded start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,12 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.erasure import purge_erased
+from actors.refusals import BudgetExhausted
+from actors.state import periods
 from actors.state.world import World, WorldSnapshot
 from actors.system import restore_world
 from journal import compaction
 from journal.snapshots import _HEADER, SnapshotStore
 from journal.store import SqliteJournal as Journal
-from tests.support import Model, crash_image, day, ingest, running_system
+from tests.support import FakeClock, Model, crash_image, day, ingest, running_system
 from tests.support import settings as engine_settings
 
 BASE = day("2025-03-20")  # long closed: releases are allowed
@@ -38,6 +44,7 @@ OPS = st.one_of(
     st.tuples(st.just("release"), st.sampled_from(["dau", "mau"]), st.integers(0, 20)),
     st.tuples(st.just("purge"), st.booleans()),  # True: "crash" after the purge committed
     st.tuples(st.just("crash")),
+    st.tuples(st.just("tick")),
 )
 
 
@@ -65,6 +72,11 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
             for r in snap.releases.runs
         ),
         "ledger": [c.charge_id for c in snap.ledger.charges],
+        "schedule": (
+            snap.releases.start,
+            [r.refusal_id for r in snap.releases.refusals],
+            [r.scheduled_lag for r in snap.releases.releases],
+        ),
     }
     if with_erasure_status:
         out["erasures"] = sorted((e.erasure_id, e.key, e.purged_at) for e in snap.erasures.entries)
@@ -90,8 +102,17 @@ async def scenario(ops, workdir: Path) -> None:
     retries: list[tuple[str, list, tuple]] = []
     kept: list[tuple[Path, int]] = []  # (copy of a snapshot, journal epoch when it was taken)
     images: list[tuple[Path, dict]] = []
-    engine = engine_settings(w_bound=2, mau_mechanism="sqrt")  # exercise the counter state too
-    async with running_system(data, engine) as system:
+    # exercise the counter state, the schedule (with revisions) and its refusals too
+    engine = engine_settings(
+        w_bound=2,
+        mau_mechanism="sqrt",
+        release_schedule="daily",
+        schedule_poll_seconds=3600.0,
+        revision_lags_days="1",
+        dau_budget_total=1.0,
+    )
+    clock = FakeClock(f"{periods.iso(BASE + 21)}T12:00")
+    async with running_system(data, engine, clock=clock) as system:
         for i, op in enumerate(ops):
             if op[0] == "batch":
                 rows = [(u, BASE + d, o) for u, d, o in op[1]]
@@ -122,9 +143,13 @@ async def scenario(ops, workdir: Path) -> None:
             elif op[0] == "crash":
                 image = await crash_image(system, workdir / f"image-{i}")
                 images.append((image, canonical(await system.collect())))
+            elif op[0] == "tick":
+                clock.now += dt.timedelta(days=1)
+                await system.scheduler.tick()
             else:
                 window = 1 if op[1] == "dau" else 30
-                await system.release((op[1], BASE + op[2], window))
+                with contextlib.suppress(BudgetExhausted):
+                    await system.release((op[1], BASE + op[2], window))
         # idempotent retries: same answer, nothing applied twice
         head = system.journal.head
         for key, rows, seqs in retries:

@@ -101,6 +101,9 @@ EVENTS = {
         budget_remaining=FLOATS,
         seen_seq=INT64,
         released_at=FLOATS,
+        scheduled_lag=st.none() | SMALL,
+        experiment_id=st.none() | TEXT,
+        format_version=SMALL,
     ),
     ev.CounterStarted: st.builds(
         ev.CounterStarted,
@@ -135,6 +138,20 @@ EVENTS = {
         frozen=SMALL,
     ),
     ev.SaltRotated: st.builds(ev.SaltRotated, key_version=SMALL, rotated_at=FLOATS),
+    ev.ReleaseStartRecorded: st.builds(ev.ReleaseStartRecorded, release_start=SMALL, timezone=TEXT, recorded_at=FLOATS),
+    ev.ReleaseRefused: st.builds(
+        ev.ReleaseRefused,
+        refusal_id=TEXT,
+        metric=st.sampled_from(["dau", "mau"]),
+        day=SMALL,
+        window=SMALL,
+        lag=SMALL,
+        accounting_period=TEXT,
+        reason=TEXT,
+        epsilon_spent=FLOATS,
+        epsilon_cap=FLOATS,
+        refused_at=FLOATS,
+    ),
 }
 
 
@@ -269,3 +286,32 @@ def test_no_nan_sneaks_into_float_round_trip():
     r = ev.ErasurePurged(erasure_id="e", requested_at=-0.0, purged_at=math.inf, events_removed=0)
     out = ev.decode(r.KIND, r.VERSION, ev.encode(r))
     assert math.copysign(1.0, out.requested_at) == -1.0 and out.purged_at == math.inf
+
+
+def test_a_version_1_release_upcasts_to_format_1_unscheduled_without_experiment_id():
+    """Released v1 (before the schedule) as stored by the old code: every v1 field, none of v2's."""
+    v1 = {
+        "release_id": "r1",
+        "metric": "mau",
+        "end": 20000,
+        "window": 30,
+        "revision": 0,
+        "estimate": 120,
+        "lower_95": 100,
+        "upper_95": 140,
+        "mechanism": "gaussian",
+        "noise": {"distribution": "discrete_gaussian", "sigma": 8.06},
+        "epsilon_used": 0.5,
+        "delta": 1e-6,
+        "charge_id": "c1",
+        "accounting_period": "2024-10",
+        "sketch_impl": "set",
+        "guarantee": "g",
+        "budget_remaining": 3.0,
+        "seen_seq": 17,
+        "released_at": 1.7e9,
+    }
+    out = ev.decode(ev.Released.KIND, 1, msgspec.msgpack.encode(v1))
+    assert isinstance(out, ev.Released) and ev.Released.VERSION == ev.RELEASE_FORMAT == 2
+    assert out.format_version == 1 and out.scheduled_lag is None and out.experiment_id is None
+    assert out.end == 20000 and out.noise.sigma == 8.06 and out.estimate == 120
