@@ -11,8 +11,11 @@ Rules:
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-from collections.abc import AsyncIterator
+import functools
+import io
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import numpy as np
@@ -22,7 +25,8 @@ from actors.state import periods
 from actors.state.periods import EPOCH_ORDINAL
 from actors.state.release_book import ReleaseKey
 from actors.system import ActorSystem
-from gateway import openapi
+from actors.system.boot import utcnow
+from gateway import dashboard, openapi
 from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
 from gateway.config import Config
 from gateway.errors import BadRequest, error_middleware
@@ -30,15 +34,21 @@ from gateway.identity import Pseudonymizer, open_pseudonymizer
 from gateway.metrics import Metrics
 from gateway.middleware import auth_middleware, observe_middleware
 from gateway.schemas import (
+    SERIES_COLUMNS,
     BatchIn,
     ErasureIn,
+    ErasureSummaryOut,
     EventIn,
     IngestOut,
+    ReleaseConfigOut,
     ReleasePage,
     ReviseIn,
+    SeriesPage,
     erasure_out,
     release_out,
+    series_point,
 )
+from journal import events as ev
 
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _batch = msgspec.json.Decoder(BatchIn)
@@ -51,14 +61,15 @@ def json(body: object, status: int = 200, headers: dict[str, str] | None = None)
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, clock: Callable[[], dt.datetime] = utcnow) -> web.Application:
+    """The app; ``clock`` is the system's one clock (tests drive the schedule with a fake one)."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
         middlewares=[observe_middleware, error_middleware, auth_middleware],
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(_actor_system)
+    app.cleanup_ctx.append(functools.partial(_actor_system, clock=clock))
     app.router.add_post("/event", post_event)
     app.router.add_get("/dau/{day}", get_dau)
     app.router.add_get("/mau", get_mau)
@@ -67,18 +78,22 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/budget", get_budget)
     app.router.add_get("/releases", get_releases)
     app.router.add_post("/releases/revise", post_revise)
+    app.router.add_get("/series", get_series)
+    app.router.add_get("/config", get_config)
+    app.router.add_get("/erasures/summary", get_erasure_summary)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/openapi.json", get_openapi)
+    dashboard.add_routes(app)
     return app
 
 
-async def _actor_system(app: web.Application) -> AsyncIterator[None]:
+async def _actor_system(app: web.Application, clock: Callable[[], dt.datetime] = utcnow) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     spec = cfg.journal
     with spec.lock():
-        system = ActorSystem(cfg.engine, spec)
+        system = ActorSystem(cfg.engine, spec, clock=clock)
         async with system.running():
             app[PSEUDONYMS] = open_pseudonymizer(
                 cfg.data_dir,
@@ -241,18 +256,112 @@ async def post_revise(request: web.Request) -> web.Response:
 
 async def get_releases(request: web.Request) -> web.Response:
     q = request.query
-    try:
-        offset = int(q.get("offset", "0"))
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise BadRequest(400, "invalid_parameter", "offset and limit must be integers") from None
-    if offset < 0 or not 1 <= limit <= 1000:
-        raise BadRequest(400, "invalid_parameter", "offset >= 0 and 1 <= limit <= 1000")
+    offset, limit = _page(q)
     metric = q.get("metric")
     if metric not in (None, "dau", "mau"):
         raise BadRequest(400, "invalid_parameter", "metric must be dau or mau", "metric")
     page, total = request.app[SYSTEM].releases(offset, limit, metric)
     return json(ReleasePage([release_out(r) for r in page], total, offset, limit))
+
+
+def _optional_day(text: str | None, field: str) -> int | None:
+    return None if text is None or text == "" else parse_day(text, field)
+
+
+def _page(q: web.MultiDictProxy[str], default_limit: int = 100) -> tuple[int, int]:
+    try:
+        offset = int(q.get("offset", "0"))
+        limit = int(q.get("limit", str(default_limit)))
+    except ValueError:
+        raise BadRequest(400, "invalid_parameter", "offset and limit must be integers") from None
+    if offset < 0 or not 1 <= limit <= 1000:
+        raise BadRequest(400, "invalid_parameter", "offset >= 0 and 1 <= limit <= 1000")
+    return offset, limit
+
+
+def _wants_csv(request: web.Request) -> bool:
+    fmt = request.query.get("format")
+    if fmt is not None:
+        if fmt not in ("json", "csv"):
+            raise BadRequest(400, "invalid_parameter", "format must be json or csv", "format")
+        return fmt == "csv"
+    accept = request.headers.get("Accept", "")
+    return "text/csv" in accept and "application/json" not in accept
+
+
+async def get_series(request: web.Request) -> web.Response:
+    """The published series: per day in [from, to], the latest release or the refusal."""
+    q = request.query
+    metric = q.get("metric")
+    if metric not in ("dau", "mau"):
+        raise BadRequest(400, "invalid_parameter", "metric is required: dau or mau", "metric")
+    first = _optional_day(q.get("from"), "from")
+    last = _optional_day(q.get("to"), "to")
+    if first is not None and last is not None and first > last:
+        raise BadRequest(400, "invalid_parameter", "from must not be after to", "from")
+    offset, limit = _page(q, default_limit=1000)
+    as_csv = _wants_csv(request)
+    system = request.app[SYSTEM]
+    rows = system.series(metric, first, last)
+    points = [series_point(day, r) for day, r in rows[offset : offset + limit]]
+    window = 1 if metric == "dau" else request.app[CONFIG].engine.mau_window_days
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["metric", "window", *SERIES_COLUMNS])
+        for p in points:
+            writer.writerow([metric, window, *("" if v is None else v for v in msgspec.structs.astuple(p))])
+        headers = {"X-Total-Count": str(len(rows)), "Content-Disposition": f'inline; filename="{metric}.csv"'}
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
+    page = SeriesPage(
+        metric,  # type: ignore[arg-type]
+        window,
+        points,
+        len(rows),
+        offset,
+        limit,
+        periods.iso(first) if first is not None else None,
+        periods.iso(last) if last is not None else None,
+    )
+    return json(page)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """The release configuration (mechanisms, epsilon, delta, caps, window, schedule)."""
+    e = request.app[CONFIG].engine
+    info = request.app[SYSTEM].schedule_info()
+    start = info["release_start"]
+    return json(
+        ReleaseConfigOut(
+            dau_mechanism=e.dau_mechanism,
+            mau_mechanism=e.mau_mechanism,
+            epsilon_dau=e.epsilon_dau,
+            epsilon_mau=e.epsilon_mau,
+            delta=e.delta,
+            dau_budget_total=e.dau_budget_total,
+            mau_budget_total=e.mau_budget_total,
+            w_bound=e.w_bound,
+            mau_window_days=e.mau_window_days,
+            privacy_period=e.privacy_period,
+            timezone=e.timezone,
+            lateness_hours=e.lateness_hours,
+            sketch_impl=e.sketch_impl,
+            release_schedule=e.release_schedule,  # type: ignore[arg-type]
+            release_start=periods.iso(start) if start is not None else None,
+            release_start_source=info["release_start_source"],
+            revision_lags_days=info["revision_lags_days"],
+            version=e.experiment_id if e.experiment_id is not None else str(ev.RELEASE_FORMAT),
+            version_of="experiment_id" if e.experiment_id is not None else "release_format",
+            refused=info["refused"],
+            scheduled=info["scheduled"],
+        )
+    )
+
+
+async def get_erasure_summary(request: web.Request) -> web.Response:
+    """Admin: erasure receipts by status. Exact, unprotected counts -- never on a reader's surface."""
+    counts = await request.app[SYSTEM].erasure_counts()
+    return json(ErasureSummaryOut(**counts))
 
 
 MAX_BUDGET_PERIODS = 120

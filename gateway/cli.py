@@ -1,6 +1,6 @@
 """``dpdau``: serve the gateway, talk to it, and maintain a data directory.
 
-Commands that talk to a running server (``ingest``, ``dau``, ``mau``, ``erase``,
+Commands that talk to a running server (``ingest``, ``dau``, ``mau``, ``series``, ``erase``,
 ``erasure-status``, ``budget``, ``health``) use HTTP (``--url``, default ``http://$HOST:$PORT``; ``API_KEY``
 is sent when set). Maintenance commands (``replay``, ``snapshot``, ``restore``, ``compact``,
 ``rotate-salt``) open ``DATA_DIR`` directly and refuse while a server holds it.
@@ -165,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("end", help="last day of the window, YYYY-MM-DD")
     c.add_argument("--window", type=int, help="window length in days")
     c.set_defaults(func=cmd_mau)
+    c = client(
+        "series",
+        "the published series of a metric (every page), as JSON lines or CSV",
+        "Print, per day, the latest release of METRIC (MAU: the default window) or the refusal of its "
+        "scheduled publication, from GET /series, every page: one JSON object per line, or CSV with one header.",
+        "dpdau series dau --from 2026-11-01 --to 2026-11-30",
+        "dpdau series mau --csv > mau.csv",
+    )
+    c.add_argument("metric", choices=["dau", "mau"])
+    c.add_argument("--from", dest="first", help="first day (YYYY-MM-DD)")
+    c.add_argument("--to", dest="last", help="last day (YYYY-MM-DD)")
+    c.add_argument("--csv", action="store_true", help="CSV with a header row instead of JSON lines")
+    c.set_defaults(func=cmd_series)
     c = client(
         "erase",
         "erase a user (right to erasure)",
@@ -409,6 +422,35 @@ def cmd_dau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 def cmd_mau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     window = f"&window={args.window}" if args.window else ""
     return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/mau?end={args.end}{window}"))
+
+
+def cmd_series(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    """Every page of ``GET /series``: one JSON object per day on stdout (or CSV with one header)."""
+    from urllib.parse import urlencode
+
+    query = {"metric": args.metric, "limit": "1000"}
+    query.update({k: v for k, v in (("from", args.first), ("to", args.last)) if v})
+    offset, header_done = 0, False
+    while True:
+        url = f"{_url(args, cfg)}/series?{urlencode({**query, 'offset': str(offset)})}"
+        status, page = _request(cfg, "GET", url)
+        if status >= 400:
+            return _show(status, page)
+        points = page["points"]
+        if args.csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            columns = ["metric", "window", *(points[0].keys() if points else ())]
+            if not header_done and points:
+                writer.writerow(columns)
+                header_done = True
+            for p in points:
+                writer.writerow([page["metric"], page["window"], *("" if v is None else v for v in p.values())])
+        else:
+            for p in points:
+                print(json.dumps({"metric": page["metric"], "window": page["window"], **p}))
+        offset += len(points)
+        if offset >= page["total"] or not points:
+            return 0
 
 
 def cmd_erase(args: argparse.Namespace, cfg: config_mod.Config) -> int:

@@ -45,6 +45,20 @@ class Metrics:
             "dpdau_budget_epsilon_spent", "Epsilon spent (tight PLD composition)", ["metric", "period"], registry=r
         )
         self.ready = Gauge("dpdau_ready", "1 when replay has finished", registry=r)
+        # The schedule's publications and refusals depend only on the clock, the configuration and
+        # the budget (actors/state/schedule.py), so these are as public as the series itself.
+        self.scheduled = Gauge(
+            "dpdau_scheduled_releases", "Scheduled publications made (first + revisions)", ["metric"], registry=r
+        )
+        self.refused = Gauge(
+            "dpdau_scheduled_refused",
+            "Scheduled publications refused by the budget (never retried)",
+            ["metric"],
+            registry=r,
+        )
+        self.schedule_failures = Gauge(
+            "dpdau_schedule_tick_failures", "Schedule ticks that failed (retried at the next wake-up)", registry=r
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -68,6 +82,11 @@ class Metrics:
         self.releases.set(stats.releases)
         for actor, depth in stats.mailbox_depth.items():
             self.mailbox.labels(actor).set(depth)
+        for metric, n in stats.scheduled.items():
+            self.scheduled.labels(metric).set(n)
+        for metric, n in stats.refused.items():
+            self.refused.labels(metric).set(n)
+        self.schedule_failures.set(stats.schedule_failures)
         for actor, n in stats.actor_crashes.items():
             self.crashes.labels(actor).set(n)
         for period in budget.periods if budget is not None else []:

@@ -10,6 +10,7 @@ import time
 import structlog
 from aiohttp import web
 
+from gateway import dashboard
 from gateway.appkeys import CONFIG, METRICS
 from gateway.errors import Handler, error_response
 
@@ -44,7 +45,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     expected = request.app[CONFIG].gateway.api_key
-    if expected and request.path not in OPEN_PATHS:
+    if expected and request.path not in OPEN_PATHS and not dashboard.is_open(request.path):
         given = request.headers.get("X-API-Key", "")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return error_response(401, "unauthorized", "missing or wrong X-API-Key")

@@ -15,17 +15,33 @@ from gateway.schemas import (
     BatchIn,
     ErasureIn,
     ErasureOut,
+    ErasureSummaryOut,
     ErrorOut,
     EventIn,
     IngestOut,
+    ReleaseConfigOut,
     ReleaseOut,
     ReleasePage,
     ReviseIn,
+    SeriesPage,
 )
 
 _REF = "#/components/schemas/{name}"
 _SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
-    [EventIn, BatchIn, ErasureIn, ReviseIn, IngestOut, ErrorOut, ReleaseOut, ReleasePage, ErasureOut],
+    [
+        EventIn,
+        BatchIn,
+        ErasureIn,
+        ReviseIn,
+        IngestOut,
+        ErrorOut,
+        ReleaseOut,
+        ReleasePage,
+        ErasureOut,
+        SeriesPage,
+        ReleaseConfigOut,
+        ErasureSummaryOut,
+    ],
     ref_template=_REF,
 )
 
@@ -122,6 +138,78 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Admin: re-release a past period with fresh noise, charged, labelled with its revision",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReviseIn")}}},
         "responses": {"201": _json(_ref("ReleaseOut"), "New revision"), "404": _ERROR, "422": _ERROR, "429": _ERROR},
+    },
+    ("get", "/series"): {
+        "summary": "The published series: per day in [from, to], the latest release (or the refusal), paged",
+        "description": "Reader scope. DAU, or MAU of the default window (`MAU_WINDOW_DAYS`). Days without a "
+        "release or refusal (not yet due, or before the schedule's start) are absent. JSON by default; "
+        "`text/csv` with `format=csv` or `Accept: text/csv` (same columns as `SeriesPoint`, plus metric and "
+        "window; `X-Total-Count` gives the total).",
+        "x-scope": "read",
+        "parameters": [
+            {"name": "metric", "in": "query", "required": True, "schema": {"enum": ["dau", "mau"]}},
+            {"name": "from", "in": "query", "required": False, "schema": _DAY},
+            {"name": "to", "in": "query", "required": False, "schema": _DAY},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+        ],
+        "responses": {
+            "200": {
+                "description": "Series page",
+                "content": {
+                    "application/json": {"schema": _ref("SeriesPage")},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            },
+            "400": _ERROR,
+            "401": _ERROR,
+            "503": _ERROR,
+        },
+    },
+    ("get", "/config"): {
+        "summary": "The release configuration: mechanisms, epsilon, delta, caps, window, schedule (no data)",
+        "x-scope": "read",
+        "responses": {"200": _json(_ref("ReleaseConfigOut"), "Configuration"), "401": _ERROR, "503": _ERROR},
+    },
+    ("get", "/erasures/summary"): {
+        "summary": "Admin: erasure receipts by status (exact counts; not a release)",
+        "x-scope": "admin",
+        "responses": {"200": _json(_ref("ErasureSummaryOut"), "Counts by status"), "401": _ERROR, "503": _ERROR},
+    },
+    ("get", "/"): {
+        "summary": "Redirects to the dashboard",
+        "security": [],
+        "responses": {"302": {"description": "Location: /dashboard/"}},
+    },
+    ("get", "/dashboard"): {
+        "summary": "Redirects to the dashboard",
+        "security": [],
+        "responses": {"302": {"description": "Location: /dashboard/"}},
+    },
+    ("get", "/dashboard/{name}"): {
+        "summary": "The dashboard's static files (open: they hold no data; the page fetches the JSON routes)",
+        "security": [],
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"enum": ["", "index.html", "dashboard.js", "dashboard.css", "favicon.svg"]},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "A static file",
+                "content": {
+                    "text/html": {"schema": {"type": "string"}},
+                    "application/javascript": {"schema": {"type": "string"}},
+                    "text/css": {"schema": {"type": "string"}},
+                    "image/svg+xml": {"schema": {"type": "string"}},
+                },
+            },
+            "404": _ERROR,
+        },
     },
     ("get", "/metrics"): {
         "summary": "Prometheus metrics",

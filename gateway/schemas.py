@@ -8,6 +8,9 @@ Rules:
 3. A release response never carries the exact count, the noise, or the journal position
    (``seen_seq``): the count is derivable from estimate and noise, and the position reveals the
    non-private number of events ingested.
+4. A release's ``version`` is ``EXPERIMENT_ID`` when it was set at release time, otherwise the
+   release format version (``Released.VERSION`` when it was made, e.g. ``"2"``);
+   ``version_of`` says which.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from msgspec import Meta
 
 from actors.state import periods
 from actors.state.erasure_book import ErasureReceipt
-from journal.events import NoiseParams, Released
+from journal.events import NoiseParams, Released, ReleaseRefused
 
 UserId = Annotated[
     str, Meta(min_length=1, max_length=256, description="Your user id; pseudonymised at the gateway, never stored")
@@ -61,6 +64,9 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
     field: str | None = None
 
 
+VersionOf = Literal["experiment_id", "release_format"]
+
+
 class ReleaseOut(msgspec.Struct, omit_defaults=True):
     metric: str
     estimate: int
@@ -78,10 +84,12 @@ class ReleaseOut(msgspec.Struct, omit_defaults=True):
     release_id: str
     charge_id: str
     released_at: str
-    version: int = 1
-    day: str | None = None
+    version: str  # rule 4
+    version_of: VersionOf
+    day: str  # DAU: the day; MAU: the window's last day (= ``end``)
     end: str | None = None
     window: int | None = None
+    scheduled_lag: int | None = None  # published by the schedule: 0 first, L = revision at lag L days
 
 
 class ReleasePage(msgspec.Struct):
@@ -105,10 +113,23 @@ def iso_time(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def version_of(r: Released) -> tuple[str, VersionOf]:
+    if r.experiment_id is not None:
+        return r.experiment_id, "experiment_id"
+    return str(r.format_version), "release_format"
+
+
+def period_day(r: Released) -> int:
+    day = r.day if r.metric == "dau" else r.end
+    assert day is not None
+    return day
+
+
 def release_out(r: Released) -> ReleaseOut:
+    version, of = version_of(r)
     return ReleaseOut(
         metric=r.metric,
-        day=periods.iso(r.day) if r.day is not None else None,
+        day=periods.iso(period_day(r)),
         end=periods.iso(r.end) if r.end is not None else None,
         window=r.window,
         estimate=r.estimate,
@@ -126,7 +147,111 @@ def release_out(r: Released) -> ReleaseOut:
         release_id=r.release_id,
         charge_id=r.charge_id,
         released_at=iso_time(r.released_at) or "",
+        version=version,
+        version_of=of,
+        scheduled_lag=r.scheduled_lag,
     )
+
+
+class SeriesPoint(msgspec.Struct):
+    """One day of a published series: its latest release, or the refusal of its publication.
+    Fields a refused day does not have are null."""
+
+    day: str  # DAU: the day; MAU: the window's last day
+    status: Literal["released", "refused"]
+    estimate: int | None
+    lower_95: int | None
+    upper_95: int | None
+    revision: int | None  # 0 first publication, n = n-th revision (fresh noise, charged)
+    epsilon_used: float | None
+    delta: float | None
+    mechanism: str | None
+    sketch_impl: str | None
+    budget_remaining: float | None
+    accounting_period: str
+    version: str | None
+    version_of: VersionOf | None
+    released_at: str | None
+    release_id: str | None
+    refused_at: str | None  # a refused scheduled publication: when, and why
+    refusal_reason: str | None
+
+
+SERIES_COLUMNS = list(SeriesPoint.__struct_fields__)
+
+
+class SeriesPage(msgspec.Struct):
+    metric: Literal["dau", "mau"]
+    window: int
+    points: list[SeriesPoint]
+    total: int  # points in [from, to] (all pages)
+    offset: int
+    limit: int
+    first_day: str | None  # the range asked for (null: open)
+    last_day: str | None
+
+
+def series_point(day: int, r: Released | ReleaseRefused) -> SeriesPoint:
+    if isinstance(r, ReleaseRefused):
+        return SeriesPoint(
+            periods.iso(day), "refused", None, None, None, None, None, None, None, None, None,
+            r.accounting_period, None, None, None, None, iso_time(r.refused_at), r.reason,
+        )  # fmt: skip
+    version, of = version_of(r)
+    return SeriesPoint(
+        periods.iso(day),
+        "released",
+        r.estimate,
+        r.lower_95,
+        r.upper_95,
+        r.revision,
+        r.epsilon_used,
+        r.delta,
+        r.mechanism,
+        r.sketch_impl,
+        r.budget_remaining,
+        r.accounting_period,
+        version,
+        of,
+        iso_time(r.released_at),
+        r.release_id,
+        None,
+        None,
+    )
+
+
+class ReleaseConfigOut(msgspec.Struct):
+    """The configuration every release depends on. Public: none of it depends on the data."""
+
+    dau_mechanism: str
+    mau_mechanism: str
+    epsilon_dau: float
+    epsilon_mau: float
+    delta: float
+    dau_budget_total: float
+    mau_budget_total: float
+    w_bound: int
+    mau_window_days: int
+    privacy_period: str
+    timezone: str
+    lateness_hours: float
+    sketch_impl: str
+    release_schedule: Literal["daily", "on-demand"]
+    release_start: str | None  # first day the schedule publishes
+    release_start_source: Literal["RELEASE_START", "first_start"] | None
+    revision_lags_days: list[int]
+    version: str  # what a release made now would say
+    version_of: VersionOf
+    refused: dict[str, int]  # scheduled publications refused so far, per metric
+    scheduled: dict[str, int]  # scheduled publications made so far, per metric
+
+
+class ErasureSummaryOut(msgspec.Struct):
+    """Admin only: erasure receipts by status. Exact counts -- not a release."""
+
+    pending: int
+    applied: int
+    purged: int
 
 
 def erasure_out(receipt: ErasureReceipt) -> ErasureOut:

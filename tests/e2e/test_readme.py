@@ -32,7 +32,7 @@ def test_quickstart_lines_work_verbatim(tmp_path):
     curls = [c for block in blocks for c in block if c.startswith("curl")]
     cli = [c for block in blocks for c in block if c.startswith(".venv/bin/dpdau")]
     assert len(curls) >= 8 and len(cli) >= 3
-    with ServerProcess(tmp_path / "data") as server:
+    with ServerProcess(tmp_path / "data", {"RELEASE_SCHEDULE": "daily"}) as server:  # as `make run`
         env = {**os.environ, "PORT": str(server.port), "DATA_DIR": str(tmp_path / "data")}
         for command in curls:
             command = command.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")

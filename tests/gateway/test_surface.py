@@ -49,7 +49,12 @@ async def test_responses_decode_as_their_documented_schemas(tmp_path):
         msgspec.json.decode(await ingest.read(), type=IngestOut, strict=True)
         dau = await client.get("/dau/2025-04-02")
         rel = msgspec.json.decode(await dau.read(), type=ReleaseOut)
-        assert rel.day == "2025-04-02" and rel.metric == "dau" and rel.version == 1
+        assert (
+            rel.day == "2025-04-02"
+            and rel.metric == "dau"
+            and rel.version == "2"
+            and rel.version_of == "release_format"
+        )
         raw = await dau.json()
         assert not {"seen_seq", "exact", "count", "noise_value"} & set(raw)  # nothing derivable
         mau = await client.get("/mau?end=2025-04-02")
