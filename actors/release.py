@@ -44,7 +44,7 @@ from actors.privacy import accounting, counters, flippancy, mechanisms
 from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.runtime import Actor, Ask
 from actors.settings import COUNTER_MECHANISMS, EngineSettings, IndependentMechanism
-from actors.state import membership, periods
+from actors.state import membership, periods, schedule
 from actors.state.release_book import ReleaseBook, ReleaseKey, ReleaseSnapshot
 from actors.state.schedule import Slot
 from journal import events as ev
@@ -71,19 +71,30 @@ class ReleaseBarrier(Ask[ReleaseSnapshot]):
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class DueNow:
+    """The answer to ``PlanSchedule``: the schedule's start day, what is due, when more will be."""
+
+    start: int
+    slots: list[Slot]
+    next_due_at: dt.datetime
+
+
 @dataclass(slots=True)
-class PublishScheduled(Ask):
-    """Publish one due slot of the schedule; replies with the release, the refusal, or None when
-    the slot was already done."""
+class PlanSchedule(Ask[DueNow]):
+    """What the schedule says is due at ``now`` (``schedule.due`` over this actor's book). Journals
+    ``ReleaseStartRecorded`` (today at ``now``) first if no start is recorded yet."""
 
-    slot: Slot = field(default_factory=lambda: Slot.of("dau", 0, 1))
+    now: dt.datetime
+    plan: schedule.Plan
+    configured_start: int | None
 
 
 @dataclass(slots=True)
-class RecordScheduleStart(Ask):
-    """Journal ``ReleaseStartRecorded(day)`` unless one exists; replies with the recorded one."""
+class PublishScheduled(Ask[ev.Released | ev.ReleaseRefused | None]):
+    """Publish one due slot; replies with the release, the refusal, or None when already done."""
 
-    day: int = 0
+    slot: Slot
 
 
 THETA_GUARANTEE = (
@@ -128,8 +139,8 @@ class ReleaseActor(Actor):
             message.reply.set_result(await self._revise(message.key))
         elif isinstance(message, PublishScheduled):
             message.reply.set_result(await self._publish(message.slot))
-        elif isinstance(message, RecordScheduleStart):
-            message.reply.set_result(await self._record_start(message.day))
+        elif isinstance(message, PlanSchedule):
+            message.reply.set_result(await self._plan_schedule(message))
         elif isinstance(message, ReleaseBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())
@@ -190,15 +201,23 @@ class ReleaseActor(Actor):
             self.drain_feed()
             return refused
 
-    async def _record_start(self, day: int) -> ev.ReleaseStartRecorded:
-        if self.book.start is None:
+    async def _plan_schedule(self, ask: PlanSchedule) -> DueNow:
+        if self.book.start is None:  # the first start with the schedule on: record its day
             recorded = ev.ReleaseStartRecorded(
-                release_start=day, timezone=self.settings.timezone, recorded_at=self.clock().timestamp()
+                release_start=periods.today(ask.now, ask.plan.tz),
+                timezone=self.settings.timezone,
+                recorded_at=ask.now.timestamp(),
             )
             await self.committer.append([recorded])
             self.drain_feed()
         assert self.book.start is not None
-        return self.book.start
+        start = ask.configured_start if ask.configured_start is not None else self.book.start.release_start
+        open_runs = [
+            (r.started.metric, r.started.first_day + r.started.horizon - 1, r.started.window)
+            for r in self.book.active_runs()
+        ]
+        slots = schedule.due(ask.now, ask.plan, start, lambda s: self.book.slot_done(s.key, s.lag), open_runs)
+        return DueNow(start, slots, schedule.next_due_at(ask.now, ask.plan, start))
 
     def _check_closed(self, day: int) -> None:
         s = self.settings

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 import numpy as np
 from aiohttp import web
+from multidict import MultiMapping
 
 from actors.state import periods
 from actors.state.periods import EPOCH_ORDINAL
@@ -268,7 +269,7 @@ def _optional_day(text: str | None, field: str) -> int | None:
     return None if text is None or text == "" else parse_day(text, field)
 
 
-def _page(q: web.MultiDictProxy[str], default_limit: int = 100) -> tuple[int, int]:
+def _page(q: MultiMapping[str], default_limit: int = 100) -> tuple[int, int]:
     try:
         offset = int(q.get("offset", "0"))
         limit = int(q.get("limit", str(default_limit)))
@@ -330,7 +331,7 @@ async def get_config(request: web.Request) -> web.Response:
     """The release configuration (mechanisms, epsilon, delta, caps, window, schedule)."""
     e = request.app[CONFIG].engine
     info = request.app[SYSTEM].schedule_info()
-    start = info["release_start"]
+    start = info.release_start
     return json(
         ReleaseConfigOut(
             dau_mechanism=e.dau_mechanism,
@@ -346,14 +347,14 @@ async def get_config(request: web.Request) -> web.Response:
             timezone=e.timezone,
             lateness_hours=e.lateness_hours,
             sketch_impl=e.sketch_impl,
-            release_schedule=e.release_schedule,  # type: ignore[arg-type]
+            release_schedule=e.release_schedule,
             release_start=periods.iso(start) if start is not None else None,
-            release_start_source=info["release_start_source"],
-            revision_lags_days=info["revision_lags_days"],
+            release_start_source=info.release_start_source,
+            revision_lags_days=info.revision_lags_days,
             version=e.experiment_id if e.experiment_id is not None else str(ev.RELEASE_FORMAT),
             version_of="experiment_id" if e.experiment_id is not None else "release_format",
-            refused=info["refused"],
-            scheduled=info["scheduled"],
+            refused=info.refused,
+            scheduled=info.scheduled,
         )
     )
 

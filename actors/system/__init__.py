@@ -6,6 +6,7 @@
 - ``ingest.py``: a request's batch -> one journal record, exactly once per Idempotency-Key.
 - ``snapshotting.py``: live snapshots without a global pause; replace-all after purges.
 - ``loops.py``: background loops (the journal's housekeeping, periodic snapshots).
+- ``scheduler.py``: the schedule loop (``RELEASE_SCHEDULE=daily``): publishes what is due.
 - ``maintenance.py``: offline replay / snapshot / restore / compact on a stopped data directory.
 """
 

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import msgspec
@@ -39,7 +40,7 @@ from actors.privacy import accounting
 from actors.refusals import NotReady
 from actors.release import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
 from actors.runtime import Actor, Supervisor
-from actors.settings import EngineSettings
+from actors.settings import METRICS, EngineSettings, ReleaseSchedule
 from actors.state import periods
 from actors.state import world as world_mod
 from actors.state.erasure_book import ErasureEntry, ErasureReceipt, receipt
@@ -373,23 +374,24 @@ class ActorSystem:
         rows = self.release_actor.book.series(metric, window)
         return sorted((d, r) for d, r in rows.items() if (first is None or d >= first) and (last is None or d <= last))
 
-    def schedule_info(self) -> dict[str, Any]:
+    def schedule_info(self) -> ScheduleInfo:
         """The schedule as configured and recorded (all public: it depends on no data)."""
         self._require_ready()
         s = self.settings
         book = self.release_actor.book
         configured = periods.day_of(s.release_start) if s.release_start is not None else None
         recorded = book.start.release_start if book.start is not None else None
-        return {
-            "schedule": s.release_schedule,
-            "release_start": configured if configured is not None else recorded,
-            "release_start_source": "RELEASE_START"
-            if configured is not None
-            else ("first_start" if recorded is not None else None),
-            "revision_lags_days": list(s.revision_lags),
-            "refused": {m: sum(1 for r in book.refusals if r.metric == m) for m in ("dau", "mau")},
-            "scheduled": {m: sum(1 for (k, _) in book.scheduled if k.metric == m) for m in ("dau", "mau")},
-        }
+        source: StartSource | None = "RELEASE_START" if configured is not None else None
+        if source is None and recorded is not None:
+            source = "first_start"
+        return ScheduleInfo(
+            schedule=s.release_schedule,
+            release_start=configured if configured is not None else recorded,
+            release_start_source=source,
+            revision_lags_days=list(s.revision_lags),
+            refused={m: sum(1 for r in book.refusals if r.metric == m) for m in METRICS},
+            scheduled={m: sum(1 for (k, _) in book.scheduled if k.metric == m) for m in METRICS},
+        )
 
     async def erasure_counts(self) -> dict[str, int]:
         """Erasure receipts by status -- exact counts, not a release: admin only."""
@@ -442,10 +444,24 @@ class ActorSystem:
             },
             releases=len(self.release_actor.book.log),
             journal=self.journal.stats(),
-            scheduled=info["scheduled"],
-            refused=info["refused"],
+            scheduled=info.scheduled,
+            refused=info.refused,
             schedule_failures=self.scheduler.stats.failures if self.scheduler is not None else 0,
         )
+
+
+StartSource = Literal["RELEASE_START", "first_start"]
+
+
+class ScheduleInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The publication schedule as configured and recorded; ``release_start`` is a day number."""
+
+    schedule: ReleaseSchedule
+    release_start: int | None
+    release_start_source: StartSource | None
+    revision_lags_days: list[int]
+    refused: dict[str, int]  # scheduled publications refused by the budget, per metric
+    scheduled: dict[str, int]  # scheduled publications made, per metric
 
 
 class SystemStats(msgspec.Struct, frozen=True, kw_only=True):

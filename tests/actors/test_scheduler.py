@@ -97,8 +97,8 @@ async def test_release_start_setting_overrides_the_recorded_day(tmp_path):
         published = await journal_events(system, ev.Released)
         assert [(r.metric, r.day or r.end) for r in published] == [(m, D + i) for i in range(3) for m in ("dau", "mau")]
         assert system.release_actor.book.start.release_start == D + 3  # recorded anyway: the first start
-        assert system.schedule_info()["release_start"] == D
-        assert system.schedule_info()["release_start_source"] == "RELEASE_START"
+        assert system.schedule_info().release_start == D
+        assert system.schedule_info().release_start_source == "RELEASE_START"
 
 
 async def test_a_release_the_budget_cannot_afford_is_recorded_as_refused_once(tmp_path):
@@ -121,7 +121,7 @@ async def test_a_release_the_budget_cannot_afford_is_recorded_as_refused_once(tm
         assert charges == 2  # nothing charged for the refusals
         assert await system.scheduler.tick() == []  # not retried
         assert system.series("dau", None, None) == [(D, out[0]), (D + 1, refusal)]
-        assert system.schedule_info()["refused"] == {"dau": 1, "mau": 1}
+        assert system.schedule_info().refused == {"dau": 1, "mau": 1}
     clock.set("2026-03-13T02:00")
     async with running_system(tmp_path, engine, clock=clock) as system:  # from the journal / snapshot
         assert await system.scheduler.tick() == []
