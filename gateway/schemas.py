@@ -168,13 +168,14 @@ class SeriesPoint(msgspec.Struct):
     mechanism: str | None
     sketch_impl: str | None
     budget_remaining: float | None
-    accounting_period: str
+    accounting_period: str | None  # a refusal by the lifetime limit names no period
     version: str | None
     version_of: VersionOf | None
     released_at: str | None
     release_id: str | None
-    refused_at: str | None  # a refused scheduled publication: when, and why
+    refused_at: str | None  # a refused scheduled publication: when, why, and which cap
     refusal_reason: str | None
+    refusal_cap: str | None
 
 
 SERIES_COLUMNS = list(SeriesPoint.__struct_fields__)
@@ -195,7 +196,7 @@ def series_point(day: int, r: Released | ReleaseRefused) -> SeriesPoint:
     if isinstance(r, ReleaseRefused):
         return SeriesPoint(
             periods.iso(day), "refused", None, None, None, None, None, None, None, None, None,
-            r.accounting_period, None, None, None, None, iso_time(r.refused_at), r.reason,
+            r.accounting_period, None, None, None, None, iso_time(r.refused_at), r.reason, r.cap_name or None,
         )  # fmt: skip
     version, of = version_of(r)
     return SeriesPoint(
@@ -217,6 +218,7 @@ def series_point(day: int, r: Released | ReleaseRefused) -> SeriesPoint:
         r.release_id,
         None,
         None,
+        None,
     )
 
 
@@ -228,8 +230,10 @@ class ReleaseConfigOut(msgspec.Struct):
     epsilon_dau: float
     epsilon_mau: float
     delta: float
-    dau_budget_total: float
+    period_budget_total: float  # the per-period cap over everything charged to the period
+    dau_budget_total: float  # sub-caps
     mau_budget_total: float
+    user_epsilon_limit: float | None  # optional lifetime bound
     w_bound: int
     mau_window_days: int
     privacy_period: str
