@@ -48,7 +48,7 @@ class BudgetExhausted(Refusal):
             f"this {metric} release reads {where}, whose composition would reach epsilon {needed:.4f} > "
             f"{cap_name} {cap:g}; nothing was drawn or charged"
         )
-        self.period, self.spent, self.cap = period, spent, cap
+        self.period, self.spent, self.cap, self.cap_name = period, spent, cap, cap_name
         self.body = {
             "metric": metric,
             "accounting_period": period,

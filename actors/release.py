@@ -195,6 +195,7 @@ class ReleaseActor(Actor):
                 reason="budget_exhausted",
                 epsilon_spent=exc.spent,
                 epsilon_cap=exc.cap,
+                cap_name=exc.cap_name,
                 refused_at=self.clock().timestamp(),
             )
             await self.committer.append([refused])

@@ -276,11 +276,12 @@ class ReleaseRefused(Event, frozen=True, kw_only=True):
     day: int  # DAU day or MAU window end
     window: int  # 1 for DAU
     lag: int  # the slot: 0 = first publication, L = revision at lag L days
-    accounting_period: str  # the period whose cap refused it
+    accounting_period: str | None  # the period whose cap refused it (None: the lifetime limit)
     reason: str  # "budget_exhausted"
     epsilon_spent: float
     epsilon_cap: float
     refused_at: float
+    cap_name: str = ""  # which cap: PERIOD_BUDGET_TOTAL, DAU_BUDGET_TOTAL, ..., USER_EPSILON_LIMIT
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ EVENTS = {
         epsilon_spent=FLOATS,
         epsilon_cap=FLOATS,
         refused_at=FLOATS,
+        cap_name=TEXT,
     ),
 }
 
