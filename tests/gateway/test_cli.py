@@ -26,6 +26,9 @@ BAD_TEXT = {
     "LOG_LEVEL": "chatty",
     "JOURNAL_SYNC": "SOMETIMES",
     "TIMEZONE": "Mars/Olympus",
+    "RELEASE_START": "2026-02-30",
+    "REVISION_LAGS_DAYS": "7,soon",
+    "EXPERIMENT_ID": "x" * 65,
 }
 
 
