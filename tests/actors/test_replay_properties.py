@@ -110,6 +110,7 @@ async def scenario(ops, workdir: Path) -> None:
         schedule_poll_seconds=3600.0,
         revision_lags_days="1",
         dau_budget_total=1.0,
+        purge_delay_seconds=1e9,  # the fake clock moves days; purges happen only where the stream says
     )
     clock = FakeClock(f"{periods.iso(BASE + 21)}T12:00")
     async with running_system(data, engine, clock=clock) as system:
