@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test reliability setup install install-dev fmt lint check-placeholders bench eval plots clean
+.PHONY: run test reliability setup install install-dev fmt lint check-placeholders bench eval plots notebook clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ eval: install-dev
 
 plots: install-dev
 	$(BIN)/python -m eval.run --quick
+
+# The evaluation notebook, executed headlessly on the newest results under DATA_DIR
+# (`make plots` and `make bench` write them); outputs are discarded, never committed.
+notebook: install-dev
+	DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/jupyter-execute --timeout=900 eval/notebooks/evaluation.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

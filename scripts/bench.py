@@ -9,6 +9,10 @@ released day (8 connections, p99), erasure latency with N events journaled (POST
 the pseudonym-index lookup behind the purge, restart-to-ready with a snapshot, full replay rate,
 and exact-mode bytes per user-day. Baselines: an aiohttp server that only answers (the ceiling
 of any handler on this machine) and raw batched SQLite inserts of the same rows.
+
+The JSON also holds ``ingest_sweep``: single-event ingest at 1-32 connections and batch ingest at
+100-5,000 events per request (8 connections), each point with events/s and latency quantiles --
+what ``eval/ingest_plots.py`` draws as throughput and latency curves.
 """
 
 from __future__ import annotations
@@ -205,6 +209,43 @@ async def replay_rate(data_dir: Path) -> dict:
         await journal.close()
 
 
+SWEEP_CONNECTIONS = (1, 4, 16, 32)  # single-event ingest
+SWEEP_BATCHES = (100, 1000, 5000)  # events per request, at 8 connections
+
+
+def sweep_point(r, connections: int, batch: int) -> dict:
+    ok = r.statuses.get(200, 0)
+    return {
+        "connections": connections,
+        "batch": batch,
+        "requests": r.requests,
+        "errors": r.errors,
+        "seconds": r.seconds,
+        "events_per_s": ok * batch / r.seconds,
+        "p50_ms": pct(r.latencies, 0.5) * 1000,
+        "p90_ms": pct(r.latencies, 0.9) * 1000,
+        "p99_ms": pct(r.latencies, 0.99) * 1000,
+        "latency_ms_quantiles": [pct(r.latencies, q / 100) * 1000 for q in range(1, 100)],
+    }
+
+
+async def ingest_sweep(port: int, args: argparse.Namespace, days: list[str]) -> dict:
+    """Throughput and latency of ingest as load grows (the Python client, so points compare)."""
+    single = []
+    for connections in SWEEP_CONNECTIONS:
+        r = await single_events(port, args.sweep_seconds, connections, "2025-09-16")
+        single.append(sweep_point(r, connections, 1))
+    batch = []
+    for size in SWEEP_BATCHES:
+        reqs = [
+            request_bytes("POST", "/event", b)
+            for b in make_batches(max(4, 40_000 // size), size, args.users, days, args.seed + size)
+        ]
+        r = await run(port, lambda c, i: reqs[(c + 8 * i) % len(reqs)], connections=8, duration=args.sweep_seconds)
+        batch.append(sweep_point(r, 8, size))
+    return {"single": single, "batch": batch, "seconds_per_point": args.sweep_seconds}
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -274,6 +315,9 @@ async def main(args: argparse.Namespace) -> dict:
         out["erasure_p50_ms"] = pct(lat, 0.5) * 1000
         out["erasure_p99_ms"] = pct(lat, 0.99) * 1000
         out["erasure_applied_at_response"] = applied / max(1, len(lat))
+
+        print("ingest sweep: single events at 1-32 connections, batches of 100-5,000 ...", flush=True)
+        out["ingest_sweep"] = await ingest_sweep(server.port, args, days)
         out["journal_seq"] = server.http.get("/readyz")[1]["journal_seq"]
 
         server.kill(signal.SIGTERM)  # graceful: writes the snapshot
@@ -292,6 +336,7 @@ async def main(args: argparse.Namespace) -> dict:
         out["user_days"] = rep["user_days"]
     finally:
         server.__exit__()
+        shutil.rmtree(workdir, ignore_errors=True)
     out["ratio_batch_vs_http_baseline"] = out["batch_events_per_s"] / out["baseline_http_batch_events_per_s"]
     out["ratio_single_vs_http_baseline"] = out["single_events_per_s"] / out["baseline_http_single_req_per_s"]
     out["ratio_batch_vs_sqlite_baseline"] = out["batch_events_per_s"] / out["baseline_sqlite_rows_per_s"]
@@ -343,6 +388,7 @@ if __name__ == "__main__":
     p.add_argument("--users", type=int, default=2_000_000)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--erasures", type=int, default=200)
+    p.add_argument("--sweep-seconds", type=float, default=4.0, help="per point of the ingest sweep")
     p.add_argument("--seed", type=int, default=int(os.environ.get("DEFAULT_SEED", "20251009")))
     p.add_argument("--out", type=Path, default=Path(os.environ.get("DATA_DIR", "./data")) / "bench")
     args = p.parse_args()
