@@ -241,7 +241,9 @@ async def ingest_sweep(port: int, args: argparse.Namespace, days: list[str]) -> 
             request_bytes("POST", "/event", b)
             for b in make_batches(max(4, 40_000 // size), size, args.users, days, args.seed + size)
         ]
-        r = await run(port, lambda c, i: reqs[(c + 8 * i) % len(reqs)], connections=8, duration=args.sweep_seconds)
+        r = await run(
+            port, lambda c, i, reqs=reqs: reqs[(c + 8 * i) % len(reqs)], connections=8, duration=args.sweep_seconds
+        )
         batch.append(sweep_point(r, 8, size))
     return {"single": single, "batch": batch, "seconds_per_point": args.sweep_seconds}
 
