@@ -44,12 +44,26 @@ import anyio
 from actors.privacy import accounting
 from actors.privacy.accounting import Charge
 from actors.state import periods
-from actors.system import journal_path, restore_world, snapshot_store
+from actors.system import restore_world
 from gateway import config as config_mod
 from gateway.identity import Pseudonymizer, base_secret
 from journal import events as ev
+from journal import location
+from journal.snapshots import SnapshotStore
 from journal.store import Journal
 from tests.support import ServerProcess
+
+
+def journal_path(data: Path) -> Path:
+    """The embedded journal's file in ``data`` (the harness runs the SQLite default)."""
+    path = location.parse(None, data).sqlite_path
+    assert path is not None
+    return path
+
+
+def snapshot_store(data: Path) -> SnapshotStore:
+    return location.parse(None, data).snapshot_store()
+
 
 # Kill modes: None = a random moment; otherwise the fault point the server kills itself at.
 FAULT_POINTS = [
@@ -355,10 +369,9 @@ class Cycle:
 
     def check_budget(self, budget: dict, journaled: list[ev.BudgetCharged]) -> None:
         charges: dict[tuple[str, str], list[Charge]] = {}
-        for c in journaled:
-            charges.setdefault((c.metric, c.accounting_period), []).append(
-                Charge(c.mechanism, c.parameter, c.sensitivity)  # type: ignore[arg-type]
-            )
+        for c in journaled:  # a charge counts in every period whose days its release reads
+            for period in c.periods if c.periods_complete else [c.accounting_period]:
+                charges.setdefault((c.metric, period), []).append(Charge(c.mechanism, c.parameter, c.sensitivity))
         reported = {
             (metric, p["accounting_period"]): m for p in budget["periods"] for metric, m in p["metrics"].items()
         }
