@@ -116,10 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Start the HTTP API on HOST:PORT with its journal and state in DATA_DIR; replays the journal "
         "(from the newest snapshot) before /readyz turns true. Stop it with Ctrl-C or SIGTERM.",
         "DATA_DIR=./data dpdau serve --host 127.0.0.1 --port 8000",
+        "dpdau serve --port 8000 --grpc-port 50051       # HTTP and gRPC over the same system",
     )
     s.add_argument("--host", help="address to bind (default $HOST, 127.0.0.1)")
     s.add_argument("--port", type=int, help="TCP port (default $PORT, 8000)")
     s.add_argument("--data-dir", help="journal, snapshots and secrets (default $DATA_DIR, ./data)")
+    s.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve the same system over gRPC on HOST:GRPC_PORT (needs the 'grpc' extra; gateway/rpc.py)",
+    )
     s.set_defaults(func=cmd_serve, uses_data_dir=True)
 
     def client(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
@@ -272,11 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    anyio.run(serve, cfg)
+    anyio.run(serve, cfg, args.grpc_port)
     return 0
 
 
-async def serve(cfg: config_mod.Config) -> None:
+async def serve(cfg: config_mod.Config, grpc_port: int | None = None) -> None:
     import structlog
     from aiohttp import web
 
@@ -294,7 +300,19 @@ async def serve(cfg: config_mod.Config) -> None:
     # Bind before the journal is opened or replayed: a port in use is a configuration error
     # found in milliseconds, not after a replay. Listening starts only once the state is ready.
     sock = bind(cfg.gateway.host, cfg.gateway.port)
+    if grpc_port is not None:  # checked here too, before anything starts (grpc would say it later)
+        try:
+            bind(cfg.gateway.host, grpc_port, "--grpc-port").close()
+        except config_mod.ConfigError:
+            sock.close()
+            raise
     app = create_app(cfg)
+    if grpc_port is not None:
+        try:
+            from gateway import rpc
+        except ImportError as exc:
+            raise config_mod.ConfigError(f"--grpc-port needs grpcio: pip install -e '.[grpc]' ({exc})") from None
+        rpc.attach(app, cfg.gateway.host, grpc_port)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     try:
         await runner.setup()
@@ -318,7 +336,7 @@ async def serve(cfg: config_mod.Config) -> None:
         sock.close()
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, setting: str = "PORT") -> socket.socket:
     """A socket bound to HOST:PORT, not yet listening (connections are refused, as before, until the
     state is ready), or a ConfigError naming the setting."""
     try:
@@ -333,18 +351,19 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)  # a listening server on the port makes this fail now; we listen once ready
     except OSError as exc:
         sock.close()
-        raise _bind_error(host, port, exc) from None
+        raise _bind_error(host, port, exc, setting) from None
     return sock
 
 
-def _bind_error(host: str, port: int, exc: OSError) -> config_mod.ConfigError:
+def _bind_error(host: str, port: int, exc: OSError, setting: str = "PORT") -> config_mod.ConfigError:
+    hint = "PORT / --port" if setting == "PORT" else setting
     if exc.errno == errno.EADDRINUSE:
         return config_mod.ConfigError(
-            f"PORT {port} is already in use on {host} (another dpdau?); stop it or choose another PORT / --port"
+            f"{setting} {port} is already in use on {host} (another dpdau?); stop it or choose another {hint}"
         )
     if exc.errno == errno.EACCES:
-        return config_mod.ConfigError(f"PORT {port} needs privileges to bind on {host}; choose a PORT above 1023")
-    return config_mod.ConfigError(f"HOST {host!r} / PORT {port}: cannot listen ({exc.strerror or exc})")
+        return config_mod.ConfigError(f"{setting} {port} needs privileges to bind on {host}; choose a port above 1023")
+    return config_mod.ConfigError(f"HOST {host!r} / {setting} {port}: cannot listen ({exc.strerror or exc})")
 
 
 # -- client commands -------------------------------------------------------------------------
