@@ -9,13 +9,19 @@ Rules:
    counter run: ``periods.counter_run_reads``), and the quote checks every one of them.
 3. A key that already has a release is answered from the book, free. A revision is the only way
    to publish a period twice, and it is a fresh independent release, charged like any other.
-4. Releases run one at a time (one mailbox), so the accountant's quote cannot go stale and two
-   concurrent first requests for the same period produce one release.
+4. Releases run one at a time (one mailbox) and are committed through
+   ``Committer.append_charged``: under the journal's lock on every accounting period the release
+   reads, after everything committed before the lock -- by any process sharing the journal --
+   has been dispatched here. Inside, ``prepare`` re-checks what another coordinator may have done
+   meanwhile (``_fed``: the same key released, the same slot refused, the same run started or
+   stepped -> write nothing and answer from the book) and re-quotes the charge against every
+   cap. So any number of coordinators, in any number of processes, publish a key once and never
+   overspend a period; two concurrent first requests in one process produce one release too.
 5. Every erasure that precedes a release in the journal is honoured by it, including erasures
-   that arrive while the release is being computed: the release is committed through
-   ``append_prepared``, whose callback sees every erasure dispatched before it and removes those
-   users from the count (or, for a counter step, from the step's flips). Other late data simply
-   waits for later releases (``seen_seq`` records the position the data was read at).
+   that arrive while the release is being computed: ``prepare`` sees every erasure dispatched
+   before it and removes those users from the count (or, for a counter step, from the step's
+   flips). Other late data simply waits for later releases (``seen_seq`` records the position
+   the data was read at).
 6. A counter run covers the accounting period's days in order; releasing day t first steps every
    earlier unreleased day of the run.
 7. Scheduled publications (``PublishScheduled``, sent by ``actors/system/scheduler.py``) take the
@@ -30,11 +36,12 @@ import datetime as dt
 import functools
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+import msgspec
 import numpy as np
 
 from actors import sketches
@@ -170,7 +177,8 @@ class ReleaseActor(Actor):
             raise NothingToRevise(f"no release of {key.metric} for that period yet; request it first")
         self._check_closed(key.day)
         period = periods.period_of(key.day, self.settings.privacy_period)
-        await self._independent(key, _independent_of(self.settings.mechanism(key.metric)), period, scheduled_lag)
+        mechanism = _independent_of(self.settings.mechanism(key.metric))
+        await self._independent(key, mechanism, period, scheduled_lag, revising=True)
         released = self.book.latest(key)
         assert released is not None
         return released
@@ -185,6 +193,15 @@ class ReleaseActor(Actor):
                 return await self._release(slot.key, scheduled_lag=0)
             return await self._revise(slot.key, scheduled_lag=slot.lag)
         except BudgetExhausted as exc:
+            return await self._refuse(slot, exc)
+
+    async def _refuse(self, slot: Slot, exc: BudgetExhausted) -> ev.ReleaseRefused | None:
+        """Journal a scheduled slot's refusal -- once, whoever else is publishing (rule 4)."""
+        reads = periods.periods_read(slot.day, slot.window, self.settings.privacy_period)
+
+        async def prepare() -> list[ev.Event]:
+            if self._fed(lambda e: _done_slot(e, slot.key, slot.lag)) or self.book.slot_done(slot.key, slot.lag):
+                return []
             refused = ev.ReleaseRefused(
                 refusal_id=uuid.uuid4().hex,
                 metric=slot.metric,
@@ -198,19 +215,25 @@ class ReleaseActor(Actor):
                 cap_name=exc.cap_name,
                 refused_at=self.clock().timestamp(),
             )
-            await self.committer.append([refused])
-            self.drain_feed()
-            return refused
+            return [refused]
+
+        await self._commit_locked([p.label for p in reads], prepare)
+        return self.book.refused.get((slot.key, slot.lag))
 
     async def _plan_schedule(self, ask: PlanSchedule) -> DueNow:
         if self.book.start is None:  # the first start with the schedule on: record its day
-            recorded = ev.ReleaseStartRecorded(
-                release_start=periods.today(ask.now, ask.plan.tz),
-                timezone=self.settings.timezone,
-                recorded_at=ask.now.timestamp(),
-            )
-            await self.committer.append([recorded])
-            self.drain_feed()
+
+            async def prepare() -> list[ev.Event]:
+                if self._fed(lambda e: isinstance(e, ev.ReleaseStartRecorded)):
+                    return []  # another process recorded it first (rule 4)
+                recorded = ev.ReleaseStartRecorded(
+                    release_start=periods.today(ask.now, ask.plan.tz),
+                    timezone=self.settings.timezone,
+                    recorded_at=ask.now.timestamp(),
+                )
+                return [recorded]
+
+            await self._commit_locked([SCHEDULE_LOCK], prepare)
         assert self.book.start is not None
         start = ask.configured_start if ask.configured_start is not None else self.book.start.release_start
         open_runs = [
@@ -236,16 +259,40 @@ class ReleaseActor(Actor):
             )
         return quote
 
+    async def _commit_locked(self, labels: list[str], prepare: Callable[[], Awaitable[list[ev.Event]]]) -> None:
+        """Rule 4: commit what ``prepare`` decides under the lock on ``labels`` (accounting periods;
+        with ``USER_EPSILON_LIMIT``, every release also takes one lifetime lock: that cap reads
+        every period), then apply what was dispatched meanwhile."""
+        locks = sorted({*labels, *([LIFETIME_LOCK] if self.settings.user_epsilon_limit is not None else [])})
+
+        async def locked(_charges: list[ev.BudgetCharged]) -> list[ev.Event]:
+            return await prepare()
+
+        try:
+            await self.committer.append_charged(locks, locked)
+        finally:
+            self.drain_feed()
+
+    def _fed(self, conflict: Callable[[object], bool]) -> bool:
+        """Did a record dispatched since the book was last brought up to date do it (rule 4)?"""
+        return any(conflict(event) for _, event in self.feed)
+
     # -- independent releases (gaussian / laplace, and every revision) ---------------------
 
     async def _independent(
-        self, key: ReleaseKey, mechanism: IndependentMechanism, period: periods.Period, scheduled_lag: int | None = None
+        self,
+        key: ReleaseKey,
+        mechanism: IndependentMechanism,
+        period: periods.Period,
+        scheduled_lag: int | None = None,
+        *,
+        revising: bool = False,
     ) -> None:
         s = self.settings
         metric, end, window = key.metric, key.day, key.window
         cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
         reads = periods.periods_read(end, window, s.privacy_period)
-        quote = await self._quote(metric, reads, cal.charge)
+        await self._quote(metric, reads, cal.charge)  # refuse before reading or drawing anything
         theta = s.sketch_impl == "theta"
         views, seen = await self.days.views(periods.window_days(end, window), theta)
         summary = await anyio.to_thread.run_sync(
@@ -258,11 +305,16 @@ class ReleaseActor(Actor):
             )
         )
         noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
-        revision = len(self.book.by_key.get(key, ()))
-        purpose: ChargePurpose = "revision" if revision else "release"
 
-        def prepare() -> list[ev.Event]:
-            erased, _ = pending_erasures(self.feed, None)
+        async def prepare() -> list[ev.Event]:
+            if scheduled_lag is not None and self._fed(lambda e: _done_slot(e, key, scheduled_lag)):
+                return []  # another coordinator published (or refused) this slot (rule 4)
+            if not revising and self._fed(lambda e: _released_key(e) == key):
+                return []  # another coordinator released it first: the book answers (rule 3)
+            revision = len(self.book.by_key.get(key, ())) + sum(1 for _, e in self.feed if _released_key(e) == key)
+            purpose: ChargePurpose = "revision" if revision else "release"
+            quote = await self._quote(metric, reads, cal.charge)  # rule 4: under the lock, again
+            erased, _ = pending_erasures(self.feed, None, after=seen)
             gone = int(membership.contains(summary.members, erased).sum()) if len(erased) else 0
             if theta:
                 noisy = mechanisms.release_theta(
@@ -291,8 +343,7 @@ class ReleaseActor(Actor):
                 ),
             ]
 
-        await self.committer.append_prepared(prepare)
-        self.drain_feed()
+        await self._commit_locked([p.label for p in reads], prepare)
 
     # -- continual counters ----------------------------------------------------------------
 
@@ -305,7 +356,7 @@ class ReleaseActor(Actor):
             run = self.book.run_for(metric, period.label)
             assert run is not None
         target = period.index_of(day)
-        while run.t < target:
+        while run.t < target:  # another process may step it too (rule 4): re-read each time
             await self._step(run, metric, period, scheduled_lag if run.t + 1 == target else None)
 
     async def _start_run(self, metric: Metric, period: periods.Period, kind: CounterKind) -> None:
@@ -348,8 +399,14 @@ class ReleaseActor(Actor):
             started_at=self.clock().timestamp(),
         )
         self._plans[started.run_id] = plan
-        await self.committer.append_prepared(lambda: [charged, started])
-        self.drain_feed()
+
+        async def prepare() -> list[ev.Event]:
+            if self._fed(lambda e: isinstance(e, ev.CounterStarted) and _run_of(e) == (metric, period.label)):
+                return []  # another coordinator started this period's run (rule 4)
+            fresh = await self._quote(metric, reads, charge)
+            return [charged, msgspec.structs.replace(started, budget_remaining=fresh.remaining)]
+
+        await self._commit_locked([p.label for p in reads], prepare)
 
     def _plan(self, run: flippancy.CounterRun) -> counters.CounterPlan:
         plan = self._plans.get(run.run_id)
@@ -371,8 +428,11 @@ class ReleaseActor(Actor):
         plan = await anyio.to_thread.run_sync(self._plan, run)
         key = ReleaseKey(metric, day, window)
         revision = len(self.book.by_key.get(key, ()))
+        reads = periods.counter_run_reads(period, window, self.settings.privacy_period)
 
-        def prepare() -> list[ev.Event]:
+        async def prepare() -> list[ev.Event]:
+            if self._fed(lambda e: isinstance(e, ev.CounterStepped) and e.run_id == run.run_id):
+                return []  # another coordinator took this step (rule 4): the caller looks again
             erased, exits = pending_erasures(self.feed, run.run_id)
             entered, left, consumed = flippancy.adjust_for_erasures(run, proposal, erased, exits)
             step = flippancy.step_event(run, day, entered, left, consumed, proposal.frozen)
@@ -401,8 +461,7 @@ class ReleaseActor(Actor):
             )
             return [step, released]
 
-        await self.committer.append_prepared(prepare)
-        self.drain_feed()
+        await self._commit_locked([p.label for p in reads], prepare)
         if run.t >= run.started.horizon:
             self.on_run_finished(run.run_id)
 
@@ -488,12 +547,43 @@ def _independent_guarantee(settings: EngineSettings, cal: mechanisms.Calibrated,
     )
 
 
-def pending_erasures(feed: Iterable[tuple[int, object]], run_id: str | None) -> tuple[np.ndarray, int]:
-    """Keys erased, and anonymous counter exits owed to ``run_id``, among fed-but-unapplied records."""
+LIFETIME_LOCK = "~lifetime"  # rule 4: the lock every release takes when USER_EPSILON_LIMIT is set
+SCHEDULE_LOCK = "~schedule"  # the schedule's start is recorded once
+
+
+def _released_key(event: object) -> ReleaseKey | None:
+    if not isinstance(event, ev.Released):
+        return None
+    if event.metric == "dau":
+        assert event.day is not None
+        return ReleaseKey.dau(event.day)
+    assert event.end is not None and event.window is not None
+    return ReleaseKey.mau(event.end, event.window)
+
+
+def _done_slot(event: object, key: ReleaseKey, lag: int) -> bool:
+    """Does this record publish or refuse the schedule's slot (key, lag)?"""
+    if isinstance(event, ev.ReleaseRefused):
+        return (event.metric, event.day, event.window, event.lag) == (key.metric, key.day, key.window, lag)
+    if _released_key(event) != key:
+        return False
+    assert isinstance(event, ev.Released)
+    return lag == 0 or event.scheduled_lag == lag  # as ``ReleaseBook.slot_done``
+
+
+def _run_of(event: ev.CounterStarted) -> tuple[str, str]:
+    return event.metric, event.accounting_period
+
+
+def pending_erasures(
+    feed: Iterable[tuple[int, object]], run_id: str | None, *, after: int = 0
+) -> tuple[np.ndarray, int]:
+    """Keys erased (after position ``after``), and anonymous counter exits owed to ``run_id``,
+    among fed-but-unapplied records."""
     keys: list[int] = []
     exits = 0
-    for _, event in feed:
-        if isinstance(event, ev.UserErased):
+    for seq, event in feed:
+        if isinstance(event, ev.UserErased) and seq > after:
             if event.key is not None:
                 keys.append(event.key)
             if run_id is not None:

@@ -20,6 +20,12 @@ Rules:
    touched tables, WAL switch, CHECKPOINT).
 5. ``housekeeping`` is the backend's own background work (SQLite: building its pseudonym index);
    it writes only through the ``exclusive`` callback it is given (the committer's job slot).
+6. ``shared``: other processes may write this journal at the same time (PostgreSQL opened by a
+   serving process). Then ``head`` only grows when this process writes or ``refresh_head`` asks;
+   ``wait_for_commits`` wakes up when another process may have committed, and the committer
+   reads and dispatches what they wrote (``journal.groupcommit`` rule 7). ``refresh_head`` also
+   brings ``epoch`` forward when another process rewrote the journal (its snapshots are then
+   stale). The SQLite journal is never shared: one process owns its file.
 
 Nothing above ``journal/`` may know which backend it talks to; ``journal.location`` opens one
 from a URL.
@@ -38,7 +44,7 @@ from journal.events import BudgetCharged, Event, StoredRecord
 KeyMapping = Callable[[np.ndarray], np.ndarray]
 """Salt rotation: old int64 pseudonyms -> new ones, deterministic (``journal.rekey``)."""
 
-Prepare = Callable[[list[BudgetCharged]], Sequence[Event]]
+Prepare = Callable[[list[BudgetCharged]], Awaitable[Sequence[Event]]]
 """``append_locked``: the charges committed to the locked periods -> the events to write."""
 
 Job = Callable[["JournalBackend"], Awaitable[list[StoredRecord]]]
@@ -65,6 +71,7 @@ class JournalBackend(Protocol):
     key_version: int
     partition_count: int
     epoch: int  # committed in-place rewrites (snapshots are valid for one epoch only)
+    shared: bool  # rule 6
 
     @property
     def needs_rebuild(self) -> bool:
@@ -98,6 +105,10 @@ class JournalBackend(Protocol):
     ) -> AsyncIterator[list[StoredRecord]]: ...
 
     async def refresh_head(self) -> int: ...
+
+    async def wait_for_commits(self, timeout: float) -> None:
+        """Rule 6: return when another process may have committed, or after ``timeout``."""
+        ...
 
     async def record_at(self, seq: int) -> StoredRecord | None: ...
 

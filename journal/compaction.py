@@ -19,6 +19,9 @@ Rules:
    live survives in the file; the checkpoint leaves nothing in ``-wal``. The caller regenerates
    snapshots and deletes the old ones (they hold the pseudonym too).
 5. Events of the same user *after* the tombstone are new data and are kept.
+6. A target whose tombstone has lost its key was purged already -- by another process sharing the
+   journal, whose purge committed first (the transaction holds the journal's head, so the check
+   and the rewrite see the same journal): it is skipped, and no second audit record is written.
 
 Replay of a compacted journal equals replay of the journal before compaction: the events
 dropped here were already cancelled by the tombstone (an erasure clears every day), and the
@@ -62,16 +65,15 @@ async def purge(
     async with journal.transaction():
         audits = []
         for target in targets:
+            tomb = await journal.record_at(target.tombstone_seq)
+            if tomb is None or not isinstance(tomb.event, ev.UserErased) or tomb.event.key is None:
+                continue  # rule 6: purged already (by another process sharing the journal)
             removed = await journal.remove_key_activity(target.key, target.tombstone_seq)
             history = await _purge_counter_steps(journal, target)
-            tomb = await journal.record_at(target.tombstone_seq)
-            # Only the first purge rewrites the tombstone: a repeat (after a failure) would see
-            # counter steps that no longer hold the key.
-            if tomb is not None and isinstance(tomb.event, ev.UserErased) and tomb.event.key is not None:
-                anonymous = anonymise(tomb.event, history)
-                if anonymous.key is not None or anonymous.erasure_id != tomb.event.erasure_id:
-                    raise ValueError("anonymise must return the same erasure without its key")
-                await journal.replace_payload(target.tombstone_seq, anonymous)
+            anonymous = anonymise(tomb.event, history)
+            if anonymous.key is not None or anonymous.erasure_id != tomb.event.erasure_id:
+                raise ValueError("anonymise must return the same erasure without its key")
+            await journal.replace_payload(target.tombstone_seq, anonymous)
             audits.append(
                 ev.ErasurePurged(
                     erasure_id=target.erasure_id,
@@ -80,6 +82,8 @@ async def purge(
                     events_removed=removed,
                 )
             )
+        if not audits:
+            return []
         stored = await journal.append_in_transaction(audits)
     faults.hit("journal.after_rewrite_commit")
     await journal.erase_physically()

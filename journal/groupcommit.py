@@ -22,6 +22,16 @@ Rules:
    PostgreSQL journal can say so) fails just the requests carrying those keys -- with that
    exception, so the caller can answer from the earlier record -- and the rest of the group is
    committed again without them.
+7. Other writers (a shared journal, ``backend`` rule 6): ``dispatch`` still sees every record
+   exactly once, in journal order. Before this process's own records are dispatched, whatever
+   others committed below them is read and dispatched first (``_catch_up``: positions are
+   committed in order, so the gap is complete when our commit returns); ``follow`` (woken by the
+   journal's notifications) dispatches what others committed while this process is idle; and
+   a locked or prepared append catches up *inside* its lock before ``prepare`` runs, so a release
+   decided there has seen every release, charge and erasure committed before it by anyone.
+   ``partitions`` says what this process holds: ``None`` every key (records are dispatched as
+   written), an empty set none (activity is dispatched without its keys: positions and
+   idempotency only), a subset only those pseudonym partitions (read back from the journal).
 """
 
 from __future__ import annotations
@@ -29,15 +39,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 import structlog
 
 from journal.backend import DuplicateRequest, Job, JournalBackend
-from journal.events import BudgetCharged, Event, StoredRecord
+from journal.events import ActivityBatchRecorded, BudgetCharged, Event, StoredRecord
 
 log = structlog.get_logger("journal.committer")
 
@@ -61,7 +72,7 @@ class _Item:
     future: asyncio.Future[list[StoredRecord]]
     events: Sequence[Event] = ()
     size: int = 0
-    prepare: Callable[[list[BudgetCharged]], Sequence[Event]] | None = None
+    prepare: Callable[[list[BudgetCharged]], Awaitable[Sequence[Event]]] | None = None
     lock_periods: Sequence[str] | None = None
     job: Job | None = None
 
@@ -85,8 +96,11 @@ class Committer:
         *,
         max_pending_events: int = 1_000_000,
         max_group_events: int = 200_000,
+        partitions: Collection[int] | None = None,
+        dispatched_seq: int | None = None,
     ) -> None:
         self.journal = journal
+        self.partitions = None if partitions is None else frozenset(partitions)  # rule 7
         self._dispatch = dispatch
         self.max_pending_events = max_pending_events
         self.max_group_events = max_group_events
@@ -95,9 +109,11 @@ class Committer:
         self._closing = False
         self._stopped = anyio.Event()
         self.pending_events = 0
-        self.dispatched_seq = journal.head
+        self.dispatched_seq = journal.head if dispatched_seq is None else dispatched_seq
         self.failure: BaseException | None = None
         self.stats = CommitStats()
+        self._follow_due = False
+        self.followed_records = 0  # records other processes wrote, dispatched here (rule 7)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -124,14 +140,20 @@ class Committer:
     async def append_prepared(self, prepare: Callable[[], Sequence[Event]]) -> list[StoredRecord]:
         """Commit the events ``prepare()`` returns, alone, after all earlier work (rule 4)."""
         fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
-        return await self._enqueue(_Item(fut, prepare=lambda _charges: prepare()))
+
+        async def call(_charges: list[BudgetCharged]) -> Sequence[Event]:
+            return prepare()
+
+        return await self._enqueue(_Item(fut, prepare=call))
 
     async def append_charged(
-        self, periods: Sequence[str], prepare: Callable[[list[BudgetCharged]], Sequence[Event]]
+        self, periods: Sequence[str], prepare: Callable[[list[BudgetCharged]], Awaitable[Sequence[Event]]]
     ) -> list[StoredRecord]:
         """``append_prepared`` under the journal's lock on the accounting ``periods``
-        (``JournalBackend.append_locked``): ``prepare`` gets the charges committed to them --
-        by any writer -- and returns what to write, or raises to write nothing."""
+        (``JournalBackend.append_locked``): ``prepare`` runs once everything committed before the
+        lock was taken -- by any writer -- has been dispatched here (rule 7), gets the charges
+        committed to the periods, and returns what to write (possibly nothing), or raises to
+        write nothing."""
         fut: asyncio.Future[list[StoredRecord]] = asyncio.get_running_loop().create_future()
         return await self._enqueue(_Item(fut, prepare=prepare, lock_periods=list(periods)))
 
@@ -142,9 +164,18 @@ class Committer:
 
     # -- the writer ------------------------------------------------------------------------
 
+    def follow(self) -> None:
+        """Dispatch what other processes committed (rule 7), at the writer's next turn."""
+        self._follow_due = True
+        self._wake.set()
+
     async def run(self) -> None:
         try:
             while self.failure is None:
+                if self._follow_due:
+                    self._follow_due = False
+                    await self._catch_up()
+                    continue
                 if not self._queue:
                     if self._closing:
                         return
@@ -213,11 +244,19 @@ class Committer:
             if item.job is not None:
                 stored = await item.job(self.journal)
             else:
-                assert item.prepare is not None
+                prepare = item.prepare
+                assert prepare is not None
+
+                async def caught_up(charges: list[BudgetCharged]) -> Sequence[Event]:
+                    await self._catch_up()  # rule 7: inside the lock, before deciding
+                    if self.failure is not None:
+                        raise Closed("journal writer failed while catching up")
+                    return await prepare(charges)
+
                 if item.lock_periods is not None:
-                    stored = await self.journal.append_locked(item.lock_periods, item.prepare)
+                    stored = await self.journal.append_locked(item.lock_periods, caught_up)
                 else:
-                    events = item.prepare([])
+                    events = await caught_up([])
                     stored = await self.journal.append(events) if events else []
         except Exception as exc:
             # A job may have committed before failing (e.g. compaction, then the rebuild):
@@ -232,24 +271,46 @@ class Committer:
             item.future.set_result(stored)
 
     async def _deliver(self, stored: list[StoredRecord]) -> None:
+        """This process's own committed records: what others committed below them first (rule 7)."""
         if not stored:
             return
+        if stored[0].seq > self.dispatched_seq + 1:
+            await self._catch_up(until=stored[0].seq - 1)
+            if self.failure is None and self.dispatched_seq != stored[0].seq - 1:
+                self.failure = RuntimeError(
+                    f"journal gap: dispatched up to {self.dispatched_seq}, own records start at {stored[0].seq}"
+                )
+            if self.failure is not None:
+                return
+        if self.partitions:  # a shard: its share of the keys is what the journal reads back
+            await self._catch_up(until=stored[-1].last_seq)
+            return
+        await self._dispatch_checked(stored if self.partitions is None else [_keyless(r) for r in stored])
+
+    async def _dispatch_checked(self, records: list[StoredRecord]) -> None:
         try:
-            await self._dispatch(stored)
+            await self._dispatch(records)
         except Exception as exc:
             # The records are durable but the actors did not all see them: stop writing (rule 5).
             self.failure = exc
-            log.critical("dispatch_failed_state_diverged", error=repr(exc), seq=stored[-1].seq)
+            log.critical("dispatch_failed_state_diverged", error=repr(exc), seq=records[-1].seq)
             return
-        self.dispatched_seq = stored[-1].last_seq
+        self.dispatched_seq = records[-1].last_seq
 
-    async def _catch_up(self) -> None:
-        if self.journal.head <= self.dispatched_seq:
-            return
+    async def _catch_up(self, until: int | None = None) -> None:
+        """Read and dispatch every record after ``dispatched_seq`` (up to ``until``): what a failed
+        job committed, or what other processes wrote (rule 7)."""
         try:
-            async for records in self.journal.read(self.dispatched_seq):
-                await self._deliver(records)
-                if self.failure is not None:
+            if self.journal.shared:
+                await self.journal.refresh_head()
+            if self.journal.head <= self.dispatched_seq:
+                return
+            async for records in self.journal.read(self.dispatched_seq, partitions=self.partitions):
+                mine = [r for r in records if r.seq > self.dispatched_seq and (until is None or r.seq <= until)]
+                if mine:
+                    await self._dispatch_checked(mine)
+                    self.followed_records += len(mine)
+                if self.failure is not None or (until is not None and records[-1].last_seq >= until):
                     return
         except Exception as exc:
             self.failure = exc
@@ -288,6 +349,14 @@ class Committer:
             "dispatched_seq": self.dispatched_seq,
             "head": self.journal.head,
         }
+
+
+def _keyless(rec: StoredRecord) -> StoredRecord:
+    """An activity record as a process holding no partition sees it: positions and header only."""
+    if not isinstance(rec.event, ActivityBatchRecorded):
+        return rec
+    event = msgspec.structs.replace(rec.event, keys=b"", days=b"", ops=b"", metadata=[])
+    return StoredRecord(rec.seq, rec.last_seq, event)
 
 
 def _idempotency_keys(item: _Item) -> set[str]:

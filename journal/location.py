@@ -7,8 +7,11 @@ Rules:
    naming ``JOURNAL_URL`` -- the CLI prints that one line and exits with 2.
 2. ``DATA_DIR`` still holds what is per deployment and not journal: the secret, the keyring and
    the snapshot files (a snapshot is a process's own restart accelerator, never the truth). One
-   process owns a ``DATA_DIR`` at a time (``lock``); the PostgreSQL backend also takes a
-   session advisory lock per journal until several writers per journal are wired (issue 9).
+   process per ``role`` owns a ``DATA_DIR`` at a time (``lock``); several processes of one
+   deployment (workers, shards) may share a ``DATA_DIR``, each with its own ``role``: its own
+   lock file and snapshot directory. ``open(serving=True)`` opens a PostgreSQL journal shared
+   with the other serving processes; anything else (offline maintenance) opens it alone
+   (``journal.postgres`` rule 6). A SQLite journal is one process's, always.
 3. A password never appears in a log line or an error: ``redacted``.
 """
 
@@ -38,18 +41,19 @@ class JournalSpec:
     pg_partitions: int = 16
     production: bool = False
     options: dict[str, str] = field(default_factory=dict)
+    role: str = ""  # rule 2: "" the single process; "worker-1", "shard-0of2", ...
 
     @property
     def redacted(self) -> str:
         return redact(self.url)
 
     def lock(self) -> DataDirLock:
-        return DataDirLock(self.data_dir)
+        return DataDirLock(self.data_dir, self.role)
 
     def snapshot_store(self) -> SnapshotStore:
-        return SnapshotStore(self.data_dir / "snapshots")
+        return SnapshotStore(self.data_dir / "snapshots" / self.role if self.role else self.data_dir / "snapshots")
 
-    async def open(self) -> JournalBackend:
+    async def open(self, *, serving: bool = False) -> JournalBackend:
         if self.kind == "sqlite":
             from journal.store import SqliteJournal
 
@@ -63,7 +67,7 @@ class JournalSpec:
         from journal.postgres import PostgresJournal
 
         return await PostgresJournal.open(
-            self.url, partitions=self.pg_partitions, production=self.production, exclusive=True
+            self.url, partitions=self.pg_partitions, production=self.production, exclusive=not serving, shared=serving
         )
 
 

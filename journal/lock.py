@@ -1,4 +1,5 @@
-"""One process at a time per data directory (the server, or an offline maintenance command)."""
+"""One process at a time per data directory and role (the server, a worker or shard of a
+deployment, or an offline maintenance command, which takes the plain ``.lock``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ class DataDirBusy(Exception):
 
 
 class DataDirLock:
-    def __init__(self, data_dir: Path | str) -> None:
-        self.path = Path(data_dir) / ".lock"
+    def __init__(self, data_dir: Path | str, role: str = "") -> None:
+        self.path = Path(data_dir) / (f".lock-{role}" if role else ".lock")
+        self.holder = f"the {role} of a deployment" if role else "the server?"
         self._fd: int | None = None
 
     def __enter__(self) -> DataDirLock:
@@ -24,7 +26,7 @@ class DataDirLock:
         except BlockingIOError as exc:
             os.close(fd)
             raise DataDirBusy(
-                f"{self.path.parent} is in use by another dpdau process (the server?); stop it first"
+                f"{self.path.parent} is in use by another dpdau process ({self.holder}); stop it first"
             ) from exc
         self._fd = fd
         return self

@@ -27,7 +27,13 @@ Rules (and ``journal/backend.py`` for what every backend promises):
    (a recycled segment keeps its old bytes under a new name), no archiving, no WAL kept for
    standbys or slots: ``check_erasure_settings`` reads them at start, warns, and refuses in
    production. Statistics are off for every column that can hold a pseudonym, so ANALYZE never
-   copies one into ``pg_statistic``.
+   copies one into ``pg_statistic``. One process erases at a time (a session advisory lock);
+   ``rebuild`` leaves a crashed rewrite to whoever holds that lock, or does it itself.
+6. Several serving processes (``shared``) hold the journal's advisory lock in shared mode; an
+   offline tool takes it exclusively, so it never rewrites under a running server. A shared
+   journal tells the others about each commit (``NOTIFY dpdau_journal`` in the committing
+   transaction, so it is delivered exactly when the rows are visible); ``wait_for_commits``
+   LISTENs on its own connection. A notification is only a wake-up: the truth is ``read(after)``.
 """
 
 from __future__ import annotations
@@ -134,6 +140,13 @@ c AS (INSERT INTO control (seq, last_seq, kind, version, periods, payload)
              unnest($18::int8[], $19::int8[], $20::int2[], $21::int2[], $22::text[], $23::bytea[]) AS r(s, l, k, v, pe, p))
 SELECT base - 1 FROM h
 """
+# The same, telling listeners (other processes tailing the journal) when it commits (rule 6).
+_APPEND_ONE_STATEMENT_NOTIFY = _APPEND_ONE_STATEMENT.replace(
+    "SELECT base - 1 FROM h", "SELECT base - 1 FROM h, (SELECT pg_notify('dpdau_journal', '')) AS n"
+)
+CHANNEL = "dpdau_journal"
+_OWNER_LOCK = "dpdau:"  # + journal id: the advisory lock serving processes share, tools take alone
+_ERASE_LOCK = 0x64706565  # session advisory lock held while a rewrite's physical erasure runs
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = b"\xff\xff"
@@ -244,6 +257,7 @@ class PostgresJournal:
     ``transaction`` where they must see its uncommitted rewrites."""
 
     kind = "postgresql"
+    shared: bool
 
     def __init__(self, url: str, writer: asyncpg.Connection, pool: asyncpg.Pool) -> None:
         self.url = url
@@ -260,6 +274,9 @@ class PostgresJournal:
         self.rebuilt_epoch = 0
         self._rewrote = False
         self.erasure_problems: list[str] = []
+        self.shared = False  # several serving processes write this journal (rule 6)
+        self._listener: asyncpg.Connection | None = None
+        self._commits = anyio.Event()
 
     @property
     def head(self) -> int:
@@ -269,8 +286,17 @@ class PostgresJournal:
 
     @classmethod
     async def open(
-        cls, url: str, *, partitions: int = 16, production: bool = False, exclusive: bool = True
+        cls,
+        url: str,
+        *,
+        partitions: int = 16,
+        production: bool = False,
+        exclusive: bool = True,
+        shared: bool = False,
     ) -> PostgresJournal:
+        """``shared``: a serving process among others (workers, shards): they all hold the journal's
+        advisory lock in shared mode and tail each other (rule 6). ``exclusive``: alone (offline
+        maintenance): refused while any process holds it. Neither: no lock (tests, tools)."""
         try:
             writer = await asyncpg.connect(url, timeout=30)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -279,8 +305,9 @@ class PostgresJournal:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
             self = cls(url, writer, pool)
             await self._create_schema(partitions)
-            if exclusive:
-                await self._take_ownership()
+            if shared or exclusive:
+                await self._take_ownership(shared)
+            self.shared = shared
             self.erasure_problems = await check_erasure_settings(writer)
         except BaseException:
             await writer.close()
@@ -321,23 +348,57 @@ class PostgresJournal:
 
     async def rebuild(self) -> None:
         """After a crash between a rewrite's commit and its erasure we no longer know what was
-        touched: rewrite every table that can hold a pseudonym."""
+        touched: rewrite every table that can hold a pseudonym. With several processes, another
+        one may be erasing right now (it holds the erase lock): then it finishes the job."""
+        async with self._lock:
+            if not await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", _ERASE_LOCK):
+                return
+            try:
+                row = await self._conn.fetchrow("SELECT epoch, rebuilt_epoch FROM journal_head")
+            finally:
+                await self._conn.execute("SELECT pg_advisory_unlock($1)", _ERASE_LOCK)
+            self.epoch, self.rebuilt_epoch = max(self.epoch, row["epoch"]), row["rebuilt_epoch"]
+            if self.rebuilt_epoch >= self.epoch:
+                return
         if not self._dirty:
             self._dirty = {f"{t}_p{i}" for i in range(self.partition_count) for t in ("activity", "activity_meta")}
             self._dirty.add("control")
         self._rewrote = True
         await self.erase_physically()
 
-    async def _take_ownership(self) -> None:
-        """One serving process per journal until several writers are wired (location rule 2)."""
-        got = await self._conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", "dpdau:" + self.journal_id)
+    async def _take_ownership(self, shared: bool) -> None:
+        """Serving processes share the journal; offline maintenance (which rewrites with nobody
+        else writing) needs it alone. A session advisory lock says which (location rule 2)."""
+        how = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        got = await self._conn.fetchval(f"SELECT {how}(hashtext($1))", _OWNER_LOCK + self.journal_id)
         if not got:
-            raise JournalError(f"JOURNAL_URL: the journal at {_redact(self.url)} is in use by another dpdau process")
+            who = "an offline dpdau command" if shared else "another dpdau process (a server?)"
+            raise JournalError(f"JOURNAL_URL: the journal at {_redact(self.url)} is in use by {who}")
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
+            if self._listener is not None:
+                await self._listener.close()
             await self._pool.close()
             await self._conn.close()
+
+    # -- following other writers (rule 6) ----------------------------------------------------
+
+    async def wait_for_commits(self, timeout: float) -> None:
+        """Return when another process may have committed (a NOTIFY), or after ``timeout``."""
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self.url, timeout=30)
+            await self._listener.add_listener(CHANNEL, self._notified)
+        with anyio.move_on_after(timeout):
+            await self._commits.wait()
+        self._commits = anyio.Event()
+
+    def _notified(self, *args: object) -> None:
+        self._commits.set()
+
+    async def _notify(self, conn: asyncpg.Connection) -> None:
+        if self.shared:
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
     # -- appending -------------------------------------------------------------------------
 
@@ -352,6 +413,7 @@ class PostgresJournal:
                 else:
                     async with self._conn.transaction():
                         base = await self._append_copy(self._conn, group)
+                        await self._notify(self._conn)
             except asyncpg.UniqueViolationError as exc:
                 raise await self._duplicate(exc, group) from None
         return self._stored(events, group, base)
@@ -376,7 +438,7 @@ class PostgresJournal:
         bat = list(zip(*g.batches)) if g.batches else [(), (), (), (), ()]
         ctl = list(zip(*g.control)) if g.control else [(), (), (), (), (), ()]
         base: int = await conn.fetchval(
-            _APPEND_ONE_STATEMENT,
+            _APPEND_ONE_STATEMENT_NOTIFY if self.shared else _APPEND_ONE_STATEMENT,
             g.total,
             keys.tolist(),
             rels.tolist(),
@@ -449,11 +511,12 @@ class PostgresJournal:
                 wanted,
             )
             charges = [ev.decode(_CHARGE, r["version"], r["payload"]) for r in rows]
-            events = prepare([c for c in charges if isinstance(c, ev.BudgetCharged)])
+            events = await prepare([c for c in charges if isinstance(c, ev.BudgetCharged)])
             if not events:
                 return []
             group = encode_group(events)
             base = await self._append_copy(conn, group)
+            await self._notify(conn)
         return self._stored(events, group, base)
 
     # -- reading ---------------------------------------------------------------------------
@@ -465,9 +528,14 @@ class PostgresJournal:
         return self._pool.acquire()
 
     async def refresh_head(self) -> int:
+        """The committed head, and the epochs other processes' rewrites moved (rule 6)."""
         async with self._reader() as conn:
-            head: int = await conn.fetchval("SELECT head FROM journal_head")
+            row = await conn.fetchrow("SELECT head, epoch, rebuilt_epoch FROM journal_head")
+        head: int = row["head"]
         self._head = max(self._head, head)
+        if self._tx is None:
+            self.epoch = max(self.epoch, row["epoch"])
+            self.rebuilt_epoch = max(self.rebuilt_epoch, row["rebuilt_epoch"])
         return head
 
     async def read(
@@ -614,6 +682,7 @@ class PostgresJournal:
                 yield
                 if self._rewrote:  # the epoch moves in the rewriting transaction itself
                     await self._conn.execute("UPDATE journal_head SET epoch = epoch + 1")
+                await self._notify(self._conn)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     self._tx = None
@@ -741,14 +810,18 @@ class PostgresJournal:
         """Rule 5: VACUUM FULL what was touched, switch the WAL, CHECKPOINT."""
         async with self._lock:
             conn = self._conn
-            await _wait_for_older_snapshots(conn)
-            for table in sorted(self._dirty):
-                await conn.execute(f"VACUUM (FULL) {table}")
-            self._dirty.clear()
-            await conn.execute("SELECT pg_switch_wal()")
-            await conn.execute("CHECKPOINT")
-            await conn.execute("UPDATE journal_head SET rebuilt_epoch = $1", self.epoch)
-            self.rebuilt_epoch = self.epoch
+            await conn.execute("SELECT pg_advisory_lock($1)", _ERASE_LOCK)  # one eraser at a time
+            try:
+                await _wait_for_older_snapshots(conn)
+                for table in sorted(self._dirty):
+                    await conn.execute(f"VACUUM (FULL) {table}")
+                self._dirty.clear()
+                await conn.execute("SELECT pg_switch_wal()")
+                await conn.execute("CHECKPOINT")
+                await conn.execute("UPDATE journal_head SET rebuilt_epoch = GREATEST(rebuilt_epoch, $1)", self.epoch)
+                self.rebuilt_epoch = max(self.rebuilt_epoch, self.epoch)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _ERASE_LOCK)
 
     # -- background --------------------------------------------------------------------------
 

@@ -114,6 +114,7 @@ class SqliteJournal:
     (``journal.lock``), so positions assigned in memory are safe here (rule 1)."""
 
     kind = "sqlite"
+    shared = False  # one process owns the file (backend rule 6)
     partition_count = 1  # one process holds every key: there is nothing to partition
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
@@ -282,6 +283,9 @@ class SqliteJournal:
     async def refresh_head(self) -> int:
         return self.head  # the only writer is this process (rule 1)
 
+    async def wait_for_commits(self, timeout: float) -> None:
+        await anyio.sleep(timeout)  # nobody else writes this file (backend rule 6)
+
     def stats(self) -> dict[str, int]:
         return {"head": self.head, "index_watermark": self.index_watermark}
 
@@ -405,7 +409,7 @@ class SqliteJournal:
                         *rec.event.periods,
                     }:
                         charges.append(rec.event)
-            events = prepare(charges)
+            events = await prepare(charges)
             return await self.append_in_transaction(events) if events else []
 
     async def count_rows(self) -> int:

@@ -11,6 +11,7 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from pathlib import Path
 
 import anyio
@@ -38,9 +39,16 @@ def snapshot_seq(path: Path) -> int:
 
 
 async def restore_world(
-    journal: JournalBackend, store: SnapshotStore | None, settings: EngineSettings, *, use_snapshot: bool = True
+    journal: JournalBackend,
+    store: SnapshotStore | None,
+    settings: EngineSettings,
+    *,
+    use_snapshot: bool = True,
+    partitions: Collection[int] | None = None,
 ) -> tuple[World, int | None]:
-    """Newest valid snapshot + tail replay (or full replay). Returns (world, snapshot seq or None)."""
+    """Newest valid snapshot + tail replay (or full replay). Returns (world, snapshot seq or None).
+    ``partitions``: the pseudonym partitions this process holds (``topology``; None = all) -- the
+    snapshot store must be this process's own, holding the same ones."""
     world, start, from_seq = None, 0, None
     if use_snapshot and store is not None:
         loaded = store.load_latest(
@@ -57,7 +65,7 @@ async def restore_world(
                 world, start, from_seq = None, 0, None
     if world is None:
         world = World(idempotency_keys=settings.idempotency_keys_kept)
-    async for records in journal.read(start, chunk=512):
+    async for records in journal.read(start, chunk=512, partitions=partitions):
         for rec in records:
             world.apply(rec)
     world.fold()

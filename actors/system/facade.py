@@ -20,6 +20,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -54,6 +55,7 @@ from actors.system.ingest import IngestService
 from actors.system.router import Router
 from actors.system.scheduler import Scheduler
 from actors.system.snapshotting import Snapshotter
+from actors.system.topology import Topology
 from journal import compaction, faults
 from journal import events as ev
 from journal.backend import JournalBackend
@@ -73,13 +75,15 @@ class ActorSystem:
         journal: JournalSpec,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
+        topology: Topology | None = None,
     ) -> None:
         self.settings = settings
-        self.spec = journal
+        self.topology = topology or Topology()
+        self.spec = dataclasses.replace(journal, role=self.topology.name) if self.topology.name else journal
         self.data_dir = journal.data_dir
         self.clock = clock
         self.snapshots = Snapshotter(
-            journal.snapshot_store(),
+            self.spec.snapshot_store(),
             self.collect,
             journal_id=lambda: self.journal.journal_id,
             epoch=lambda: self.journal.epoch,
@@ -96,7 +100,7 @@ class ActorSystem:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ActorSystem]:
-        self.journal: JournalBackend = await self.spec.open()
+        self.journal: JournalBackend = await self.spec.open(serving=True)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -125,7 +129,10 @@ class ActorSystem:
                 log.warning("journal_rebuild_resumed", epoch=self.journal.epoch)
                 await self.journal.rebuild()
             swept = self.snapshots.store.sweep(journal_id=self.journal.journal_id, epoch=self.journal.epoch)
-            world, self.restored_from = await restore_world(self.journal, self.snapshots.store, self.settings)
+            self.partitions = self.topology.partitions(self.journal.partition_count)
+            world, self.restored_from = await restore_world(
+                self.journal, self.snapshots.store, self.settings, partitions=self.partitions
+            )
             unshredded = await compaction.unshredded_runs(self.journal)
             self._spawn(world)
         except Exception as exc:
@@ -166,7 +173,11 @@ class ActorSystem:
         s = self.settings
         self.supervisor = Supervisor(self._tg, on_crash=self._count_crash)
         self.committer = Committer(
-            self.journal, lambda records: self.router.dispatch(records), max_pending_events=s.max_pending_events
+            self.journal,
+            lambda records: self.router.dispatch(records),
+            max_pending_events=s.max_pending_events,
+            partitions=self.partitions,
+            dispatched_seq=world.days_seq,
         )
         self.ingest_service = IngestService(self.committer, world.ingest, now=self._now)
         self.accountant = AccountantActor(world.ledger, s, capacity=s.control_mailbox)
@@ -194,7 +205,7 @@ class ActorSystem:
             release=self.release_actor,
             accountant=self.accountant,
             erasure=self.erasure,
-            dispatched_seq=self.journal.head,
+            dispatched_seq=world.days_seq,
         )
         for actor in (self.accountant, self.erasure, self.release_actor):
             self.supervisor.spawn(actor)
@@ -225,13 +236,20 @@ class ActorSystem:
         with self._bg_scope:
             async with anyio.create_task_group() as bg:
                 bg.start_soon(anyio.to_thread.run_sync, accounting.warm_up, name="warm-accounting")
-                bg.start_soon(self.erasure.purge_loop, name="purge")
+                if self.topology.writes:  # a shard only reads (topology rule 2)
+                    bg.start_soon(self.erasure.purge_loop, name="purge")
                 bg.start_soon(loops.journal_housekeeping, self.journal, self.committer, name="journal-housekeeping")
                 bg.start_soon(
-                    loops.snapshot_loop, self.snapshots, lambda: self.journal.head, self.settings, name="snapshots"
+                    loops.snapshot_loop,
+                    self.snapshots,
+                    lambda: self.committer.dispatched_seq,
+                    self.settings,
+                    name="snapshots",
                 )
                 bg.start_soon(self._upkeep_loop, name="upkeep")
-                if self.scheduler is not None:
+                if self.journal.shared:
+                    bg.start_soon(loops.follow_journal, self.journal, self.committer, name="follow")
+                if self.scheduler is not None and self.topology.writes:
                     bg.start_soon(self.scheduler.run, name="schedule")
 
     async def _shutdown(self) -> None:
@@ -241,7 +259,7 @@ class ActorSystem:
         self.ready = False
         await self.committer.drain_and_stop()
         dirty = self.snapshots.dirty and not self.journal.needs_rebuild
-        if self.committer.failure is None and (dirty or self.journal.head > self.snapshots.last_seq):
+        if self.committer.failure is None and (dirty or self.committer.dispatched_seq > self.snapshots.last_seq):
             try:
                 await self.snapshots.write(replace_all=dirty)
             except Exception as exc:

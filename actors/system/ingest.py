@@ -6,6 +6,9 @@ Rules:
 2. A retry with the same key and the same (pseudonymised) batch gets the first answer and
    writes nothing, also while the first attempt is still in flight; the same key with a
    different batch is ``IdempotencyConflict``. If the first attempt failed, a retry may write.
+3. With several writers (workers sharing a PostgreSQL journal) the first attempt may have been
+   journaled by another process that this one has not yet followed: the journal refuses the
+   duplicate (``DuplicateRequest``) and the answer comes from the record it holds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from actors.refusals import IdempotencyConflict
 from actors.state.idempotency import IdempotencyIndex, IngestReceipt, batch_digest
 from journal import events as ev
+from journal.backend import DuplicateRequest
 from journal.events import StoredRecord
 from journal.groupcommit import Committer
 
@@ -58,10 +62,23 @@ class IngestService:
             self._inflight[idempotency_key] = (digest, future)
         try:
             (stored,) = await future
+        except DuplicateRequest:
+            assert idempotency_key is not None
+            return await self._journaled(idempotency_key, digest), True
         finally:
             if idempotency_key is not None:
                 self._inflight.pop(idempotency_key, None)
         return IngestReceipt(len(ops), stored.seq, stored.last_seq, digest), False
+
+    async def _journaled(self, key: str, digest: bytes) -> IngestReceipt:
+        """Rule 3: the record another writer journaled under ``key``."""
+        record = await self.committer.journal.idempotent_record(key)
+        if record is None or not isinstance(record.event, ev.ActivityBatchRecorded):
+            raise RuntimeError(f"the journal refused Idempotency-Key {key!r} as a duplicate but holds no batch for it")
+        journaled = record.event.request_digest
+        if journaled and journaled != digest:
+            raise IdempotencyConflict(key)
+        return IngestReceipt(record.last_seq - record.seq + 1, record.seq, record.last_seq, journaled or b"")
 
     async def _previous(self, key: str, digest: bytes) -> IngestReceipt | None:
         inflight = self._inflight.get(key)

@@ -5,6 +5,8 @@ Rules:
    runs until cancelled at shutdown.
 2. Work that writes goes through the committer (``run_job``), never around it: the journal's
    own housekeeping (whatever its backend needs) gets the committer's job slot to write with.
+3. Reading what other processes wrote goes through the committer too (``follow``): records are
+   dispatched by its writer task alone, in journal order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ log = structlog.get_logger("actors.system")
 
 async def journal_housekeeping(journal: JournalBackend, committer: Committer) -> None:
     await journal.housekeeping(committer.run_job)
+
+
+FOLLOW_POLL_SECONDS = 1.0  # a lost notification (a reconnect) costs at most this much delay
+
+
+async def follow_journal(journal: JournalBackend, committer: Committer) -> None:
+    """A shared journal (backend rule 6): after every commit of another process -- or once a
+    second anyway -- the committer reads and dispatches what it did not write itself."""
+    while True:
+        await journal.wait_for_commits(FOLLOW_POLL_SECONDS)
+        committer.follow()
 
 
 async def snapshot_loop(snapshots: Snapshotter, head: Callable[[], int], settings: EngineSettings) -> None:

@@ -98,7 +98,8 @@ async def test_period_lock_never_overspends_with_many_coordinators(pg_url):
         nonlocal refused
         periods = ["2026-11", "2026-12"] if n % 2 else ["2026-12", "2026-11"]
 
-        def decide(charges: list[ev.BudgetCharged]) -> list[ev.Event]:
+        async def decide(charges: list[ev.BudgetCharged]) -> list[ev.Event]:
+            await anyio.sleep(0)  # others run meanwhile: only the lock keeps them out
             if sum(1 for c in charges if c.accounting_period == "2026-11") >= 3:
                 raise RuntimeError("budget exhausted")
             return [budget_charge(f"ch-{n}"), erased(n, f"er-{n}")]
