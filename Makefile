@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: run test reliability setup install install-dev fmt lint check-placeholders bench eval plots notebook clean
+.PHONY: run test reliability setup install install-dev fmt lint check-placeholders bench eval plots notebook ts-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,18 @@ lint: install-dev
 run: install
 	DATA_DIR=$(DATA_DIR) $(BIN)/dpdau serve --host $(HOST) --port $(PORT)
 
-test: install-dev
+# The TypeScript client's npm packages (clients/ts, locked by package-lock.json). Without npm the
+# client's tests are skipped, loudly; .ci/run installs Node and requires them.
+TS := clients/ts
+$(TS)/node_modules/.installed: $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ts-deps:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(TS)/node_modules/.installed; \
+	else echo "*** npm not found: the TypeScript client tests will be SKIPPED (install Node >= 20 to run them) ***"; fi
+
+test: install-dev ts-deps
 	$(BIN)/python -m pytest -q
 
 # The fault-injection suites CI runs in their own blocks (see .ci/run); minutes, not seconds.
