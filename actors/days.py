@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
-from actors import sketches
 from actors.runtime import Actor, Ask
+from actors.sketches import Sketch, SketchKind
 from actors.state.membership import Membership
 
 THREAD_FOLD_OVER = 50_000  # fold in a worker thread beyond this many members (~5 ms inline)
@@ -39,7 +39,7 @@ class EraseKeys:
 
 @dataclass(slots=True)
 class GetView(Ask["DayView"]):
-    with_theta: bool
+    with_sketch: bool
 
 
 @dataclass(slots=True)
@@ -54,19 +54,19 @@ class DayView:
     day: int
     seen_seq: int
     members: np.ndarray  # sorted int64; never mutated (safe to use from a worker thread)
-    theta: object | None
+    sketch: Sketch | None  # the day's sketch when asked for (immutable, sketches interface rule 1)
 
 
 class DayActor(Actor):
     kind = "day"
 
-    def __init__(self, day: int, state: Membership, seen_seq: int, *, capacity: int, lg_k: int) -> None:
+    def __init__(self, day: int, state: Membership, seen_seq: int, *, capacity: int, sketch: SketchKind) -> None:
         super().__init__(f"day-{day}", capacity)
         self.day = day
         self.state = state
         self.seen_seq = seen_seq
-        self._lg_k = lg_k
-        self._theta: tuple[np.ndarray, object] | None = None
+        self._kind = sketch
+        self._sketch: tuple[np.ndarray, Sketch] | None = None  # (the members it was built from, sketch)
 
     async def handle(self, message: object) -> None:
         if isinstance(message, ApplyOps):
@@ -74,7 +74,7 @@ class DayActor(Actor):
         elif isinstance(message, EraseKeys):
             await self._advance(self.state.erase(message.keys), message.seq)
         elif isinstance(message, GetView):
-            message.reply.set_result(await self._view(message.with_theta))
+            message.reply.set_result(await self._view(message.with_sketch))
         elif isinstance(message, Barrier):
             await self._advance(await self._fold(self.state), max(self.seen_seq, message.seq))
             message.reply.set_result((self.state, self.seen_seq))
@@ -93,14 +93,15 @@ class DayActor(Actor):
             return await anyio.to_thread.run_sync(state.folded)
         return state.folded()
 
-    async def _view(self, with_theta: bool) -> DayView:
+    async def _view(self, with_sketch: bool) -> DayView:
         self.state = await self._fold(self.state)
         members = self.state.base
-        theta = None
-        if with_theta:
-            if self._theta is None or self._theta[0] is not members:
-                # Rebuilt from the exact membership, never patched by subtraction (sketches rule 1).
-                built = await anyio.to_thread.run_sync(sketches.build_theta, members, self._lg_k)
-                self._theta = (members, built)
-            theta = self._theta[1]
-        return DayView(self.day, self.seen_seq, members, theta)
+        sketch = None
+        if with_sketch:
+            if self._sketch is None or self._sketch[0] is not members:
+                # Rebuilt from the exact membership, never patched by subtraction (sketches
+                # interface rule 2); a membership that did not change keeps its sketch.
+                built = await anyio.to_thread.run_sync(self._kind.build, members)
+                self._sketch = (members, built)
+            sketch = self._sketch[1]
+        return DayView(self.day, self.seen_seq, members, sketch)

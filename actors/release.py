@@ -33,7 +33,6 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -60,7 +59,7 @@ from journal.groupcommit import Committer
 
 
 class DayViews(Protocol):
-    async def views(self, days: range, with_theta: bool) -> tuple[list[DayView], int]: ...
+    async def views(self, days: range, with_sketch: bool) -> tuple[list[DayView], int]: ...
 
 
 @dataclass(slots=True)
@@ -102,12 +101,6 @@ class PublishScheduled(Ask[ev.Released | ev.ReleaseRefused | None]):
     """Publish one due slot; replies with the release, the refusal, or None when already done."""
 
     slot: Slot
-
-
-THETA_GUARANTEE = (
-    "not formally DP: the theta estimate's sensitivity is about estimate/k, not 1; "
-    "use SKETCH_IMPL=set for the reference guarantee"
-)
 
 
 class ReleaseActor(Actor):
@@ -293,16 +286,10 @@ class ReleaseActor(Actor):
         cal = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta)
         reads = periods.periods_read(end, window, s.privacy_period)
         await self._quote(metric, reads, cal.charge)  # refuse before reading or drawing anything
-        theta = s.sketch_impl == "theta"
-        views, seen = await self.days.views(periods.window_days(end, window), theta)
+        sketch = s.sketch  # set (exact), theta, hllpp: the registry's kind, never named here
+        views, seen = await self.days.views(periods.window_days(end, window), not sketch.exact)
         summary = await anyio.to_thread.run_sync(
-            functools.partial(
-                sketches.summarize,
-                [v.members for v in views],
-                impl=s.sketch_impl,
-                lg_k=s.theta_lg_k,
-                theta=[v.theta for v in views] if theta else None,
-            )
+            sketches.summarize, [v.members for v in views], sketch, [v.sketch for v in views]
         )
         noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
 
@@ -316,14 +303,14 @@ class ReleaseActor(Actor):
             quote = await self._quote(metric, reads, cal.charge)  # rule 4: under the lock, again
             erased, _ = pending_erasures(self.feed, None, after=seen)
             gone = int(membership.contains(summary.members, erased).sum()) if len(erased) else 0
-            if theta:
-                noisy = mechanisms.release_theta(
+            if sketch.exact:
+                noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
+            else:  # erased users leave by their exact membership (sketches interface rule 4)
+                noisy = mechanisms.release_sketch(
                     cal, summary.estimate - gone, summary.lower - gone, summary.upper - gone, noise_value
                 )
-            else:
-                noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
             charge = self._charge_event(metric, period, reads, cal.charge, cal.epsilon, purpose)
-            guarantee = THETA_GUARANTEE if theta else _independent_guarantee(s, cal, reads)
+            guarantee = sketch.guarantee or _independent_guarantee(s, cal, reads)
             return [
                 charge,
                 self._released(
@@ -434,8 +421,7 @@ class ReleaseActor(Actor):
             if self._fed(lambda e: isinstance(e, ev.CounterStepped) and e.run_id == run.run_id):
                 return []  # another coordinator took this step (rule 4): the caller looks again
             erased, exits = pending_erasures(self.feed, run.run_id)
-            entered, left, consumed = flippancy.adjust_for_erasures(run, proposal, erased, exits)
-            step = flippancy.step_event(run, day, entered, left, consumed, proposal.frozen)
+            step = flippancy.finish_step(run, proposal, day, erased, exits)
             noisy = mechanisms.release_counter(plan, [*run.z, step.z], run.started.noise)
             st = run.started
             guarantee = (

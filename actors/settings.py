@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from actors import sketches
+from actors.sketches import SketchKind
 from journal.events import CounterKind, MechanismName, Metric, SketchImpl
 
 PeriodKind = Literal["month", "week", "quarter", "year"]
@@ -51,8 +53,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     timezone: str = "UTC"
     lateness_hours: float = 0.0
     privacy_period: PeriodKind = "month"
-    sketch_impl: SketchImpl = "set"  # "set" (exact) | "theta"
-    theta_lg_k: int = 12
+    sketch_impl: SketchImpl = "set"  # a key of actors.sketches.SKETCHES: "set" (exact) | "theta" | "hllpp"
+    sketch_lg_k: int = 12  # log2 of the sketch's size: theta nominal entries, HLL registers
     # the publication schedule (actors/state/schedule.py)
     release_schedule: ReleaseSchedule = "daily"  # "daily": published by the service at day close
     release_start: dt.date | None = None  # None: the recorded day of the first start (journal)
@@ -82,8 +84,7 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
                 raise ValueError(f"{name.upper()} must be > 0")
         if self.user_epsilon_limit is not None and not self.user_epsilon_limit > 0:
             raise ValueError("USER_EPSILON_LIMIT must be > 0 (or unset)")
-        if self.sketch_impl not in ("set", "theta"):
-            raise ValueError("SKETCH_IMPL must be 'set' or 'theta'")
+        sketches.kind(self.sketch_impl, self.sketch_lg_k)  # ValueError naming SKETCH_IMPL or SKETCH_LG_K
         if not 1 <= self.mau_window_days <= self.max_window_days:
             raise ValueError("MAU_WINDOW_DAYS must be between 1 and MAX_WINDOW_DAYS")
         try:
@@ -113,6 +114,10 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @property
     def scheduled(self) -> bool:
         return self.release_schedule == "daily"
+
+    @cached_property
+    def sketch(self) -> SketchKind:
+        return sketches.kind(self.sketch_impl, self.sketch_lg_k)
 
     @cached_property
     def tz(self) -> ZoneInfo:

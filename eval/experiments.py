@@ -20,7 +20,9 @@ import datetime as dt
 import functools
 import hashlib
 import math
+import time
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from eval import simulate
 from eval.randomness import SeededSource, numpy_rng
 from eval.releases import CounterTrace, Releases
 from eval.simulate import ChurnParams, Stream, Truth
+from journal.events import SketchImpl
 
 METRICS = ("dau", "mau")
 INDEPENDENT = ("gaussian", "laplace")
@@ -62,8 +65,10 @@ class Config:
     reps: int = 100
     lg_ks: tuple[int, ...] = (10, 12, 14)
     budget_months: tuple[int, ...] = (28, 30, 31)  # month lengths for the budget table
-    theta_every: int = 3  # theta: every k-th evaluated MAU end day
-    sensitivity_probes: int = 300  # theta: users removed one at a time
+    sketch_every: int = 3  # sketches: every k-th evaluated MAU end day
+    sensitivity_probes: int = 300  # sketches: users removed one at a time
+    sketch_lg_k: int = 12  # sketches: the size the scaling rows use (the SKETCH_LG_K default)
+    scaling_dau: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # sketches: synthetic DAU sizes
 
     def eps(self, metric: str) -> float:
         return dict(self.epsilon)[metric]
@@ -91,8 +96,9 @@ def make_config(quick: bool, seed: int) -> Config:
             eps_grid=(0.3, 0.5, 1.0),
             reps=20,
             noise_w_max=4,
-            theta_every=7,
+            sketch_every=7,
             sensitivity_probes=40,
+            scaling_dau=(10_000, 50_000),
             lg_ks=(8, 10, 12),
             budget_months=(28,),
             **base,
@@ -124,8 +130,8 @@ def evaluated_days(cfg: Config) -> np.ndarray:
     return np.concatenate([np.arange(s.start, s.stop) for _, s in months])
 
 
-def theta_ends(cfg: Config) -> list[int]:
-    return [int(d) for d in evaluated_days(cfg)[:: cfg.theta_every]]
+def sketch_ends(cfg: Config) -> list[int]:
+    return [int(d) for d in evaluated_days(cfg)[:: cfg.sketch_every]]
 
 
 def build_workload(stream: Stream, cfg: Config, keep_windows=()) -> Workload:
@@ -141,7 +147,7 @@ def build_workloads(cfg: Config) -> dict[str, Workload]:
     realistic = simulate.realistic_stream(cfg.seed, **kw)
     adversarial = simulate.adversarial_stream(cfg.seed, window=cfg.window, **kw)
     return {
-        "realistic": build_workload(realistic, cfg, theta_ends(cfg)),
+        "realistic": build_workload(realistic, cfg, sketch_ends(cfg)),
         "adversarial": build_workload(adversarial, cfg),
     }
 
@@ -331,7 +337,7 @@ def freezing_bias(cfg: Config, workloads: dict[str, Workload], traces: TraceCach
                     tr = traces.get(wl, metric, period, w)
                     bias.append(tr.bias)
                     truth.append(tr.truth)
-                    mism.append(tr.mismatched)
+                    mism.append(tr.frozen_steps)  # frozen at step t == mismatched after it
                     blocked.append(tr.blocked_users)
                     frozen_steps.append(int(tr.frozen_steps.sum()))
                     if w <= cfg.noise_w_max:
@@ -473,104 +479,178 @@ def schedule_fit(cfg: Config, months: tuple[int, ...] = (28, 29, 30, 31)) -> dic
 
 
 # --------------------------------------------------------------------------------------------
-# (e) theta vs set
+# (e) sketches: set vs theta vs hllpp
 # --------------------------------------------------------------------------------------------
 
+SKETCH_IMPLS: tuple[SketchImpl, ...] = get_args(SketchImpl)
+SERVICE_PIPELINE = "union of day sketches (service)"
+WINDOW_PIPELINE = "one sketch of the window"
 
-class _ThetaCache:
-    """Day sketches keyed by (lg_k, the day's exact member set): a day is rebuilt only when its
-    membership changed, as the service does (``sketches`` rule 1)."""
+
+class _SketchCache:
+    """Day sketches keyed by (impl, lg_k, the day's exact member set): a day is rebuilt only when
+    its membership changed, as the day actors do (sketches interface rule 2)."""
 
     def __init__(self) -> None:
         self._cache: dict = {}
 
-    def get(self, members: np.ndarray, lg_k: int):
-        key = (lg_k, len(members), hashlib.blake2b(members.tobytes(), digest_size=16).digest())
+    def get(self, kind: sketches.SketchKind, members: np.ndarray) -> sketches.Sketch:
+        key = (kind.impl, kind.lg_k, len(members), hashlib.blake2b(members.tobytes(), digest_size=16).digest())
         sketch = self._cache.get(key)
         if sketch is None:
-            sketch = self._cache[key] = sketches.build_theta(members, lg_k)
+            sketch = self._cache[key] = kind.build(members)
         return sketch
 
 
-def theta_vs_set(cfg: Config, wl: Workload) -> dict:
-    """(e) relative error of the theta union estimate of MAU, and how much one user moves it."""
-    cache = _ThetaCache()
+def _kinds(cfg: Config) -> list[sketches.SketchKind]:
+    """``set`` once (it has no size), every inexact kind at every lg_k of the grid."""
+    out = [sketches.kind("set", cfg.sketch_lg_k)]
+    for impl in SKETCH_IMPLS:
+        if impl != "set":
+            out += [sketches.kind(impl, lg_k) for lg_k in cfg.lg_ks]
+    return out
+
+
+def sketch_comparison(cfg: Config, wl: Workload) -> dict:
+    """(e) set, theta and hllpp on the realistic workload's MAU windows, through the service's
+    ``sketches.summarize`` with cached day sketches: relative error of the union estimate, how
+    often the sketch's own bounds cover the truth, memory per day, release (union) time; how far
+    one user moves the estimate; and the same costs on synthetic windows at larger DAU."""
+    cache = _SketchCache()
     ends = sorted(wl.truth.window_days)
-    out: dict = {"lg_k": list(cfg.lg_ks), "ends": len(ends), "rows": []}
-    for lg_k in cfg.lg_ks:
-        rel, cover, exact_mode = [], [], []
+    windows = {end: [np.flatnonzero(row).astype(np.int64) for row in wl.truth.window_days[end]] for end in ends}
+    out: dict = {"impls": list(SKETCH_IMPLS), "lg_k": list(cfg.lg_ks), "ends": len(ends), "rows": []}
+    for kind in _kinds(cfg):
+        rel, cover, exact_mode, seconds, day_bytes = [], [], [], [], []
         for end in ends:
-            days = [np.flatnonzero(row).astype(np.int64) for row in wl.truth.window_days[end]]
-            s = sketches.summarize(days, impl="theta", lg_k=lg_k, theta=[cache.get(d, lg_k) for d in days])
+            days = windows[end]
+            cached = [cache.get(kind, d) for d in days]  # built once per day, like the day actors
+            day_bytes += [len(sk.serialize()) for sk in cached]
+            t0 = time.perf_counter()
+            s = sketches.summarize(days, kind, cached)
+            seconds.append(time.perf_counter() - t0)
             rel.append((s.estimate - s.exact) / s.exact)
             cover.append(s.lower <= s.exact <= s.upper)
             exact_mode.append(s.estimate == s.exact)
         rel_a = np.asarray(rel)
         out["rows"].append(
             {
-                "lg_k": lg_k,
-                "k": 1 << lg_k,
-                "rse_theory": 1.0 / math.sqrt(1 << lg_k),
+                "impl": kind.impl,
+                "lg_k": None if kind.exact else kind.lg_k,
+                "exact": kind.exact,
+                "rse_theory": 0.0 if kind.exact else _rse_theory(kind),
                 "mean_abs_rel_error": float(np.mean(np.abs(rel_a))),
                 "rms_rel_error": float(np.sqrt(np.mean(rel_a**2))),
                 "max_abs_rel_error": float(np.max(np.abs(rel_a))),
                 "mean_rel_error": float(np.mean(rel_a)),
                 "bounds_3sd_coverage": float(np.mean(cover)),
                 "share_exact": float(np.mean(exact_mode)),
+                "bytes_per_day": float(np.mean(day_bytes)),
+                "release_ms": 1e3 * float(np.median(seconds)),
             }
         )
     out["mean_mau"] = float(np.mean([wl.truth.mau[e] for e in ends]))
-    out["sensitivity"] = theta_sensitivity(cfg, wl, cache)
+    out["mean_dau"] = float(np.mean(wl.truth.dau[ends]))
+    out["sensitivity"] = sketch_sensitivity(cfg, wl, cache)
+    out["scaling"] = sketch_scaling(cfg)
     cal = mechanisms.calibrate("gaussian", cfg.eps("mau"), cfg.delta)
     out["gaussian_noise_std_mau"] = math.sqrt(noise.discrete_gaussian_variance(cal.params.sigma))
     return out
 
 
-def theta_sensitivity(cfg: Config, wl: Workload, cache: _ThetaCache) -> list[dict]:
-    """Remove one user at a time from a MAU window and record how far the theta estimate moves
-    (set mode always moves by exactly 1). Two pipelines: the service's (union of the day
-    sketches, rebuilding only the days that held the user) and one sketch built over the
-    window's union. The maximum over random users is a lower bound on the sensitivity."""
+def _rse_theory(kind: sketches.SketchKind) -> float:
+    """Textbook relative standard error: 1/sqrt(k) for theta (KMV), 1.04/sqrt(k) for HLL."""
+    return (1.04 if kind.impl == "hllpp" else 1.0) / math.sqrt(1 << kind.lg_k)
+
+
+def sketch_sensitivity(cfg: Config, wl: Workload, cache: _SketchCache) -> list[dict]:
+    """Remove one user at a time from a MAU window and record how far each kind's estimate
+    moves (the exact set moves by exactly 1, measured too). Two pipelines: the service's (union
+    of the day sketches, rebuilding only the days that held the user) and one sketch built over
+    the window's union. The maximum over random users is a lower bound on the sensitivity."""
     ends = sorted(wl.truth.window_days)
     end = ends[len(ends) // 2]
     block = wl.truth.window_days[end]
     days = [np.flatnonzero(row).astype(np.int64) for row in block]
     union = np.flatnonzero(block.any(axis=0)).astype(np.int64)
-    rng = numpy_rng(cfg.seed, "theta-sensitivity")
+    rng = numpy_rng(cfg.seed, "sketch-sensitivity")
     probes = rng.choice(union, min(cfg.sensitivity_probes, len(union)), replace=False)
     rows = []
-    for lg_k in cfg.lg_ks:
-        for pipeline in ("union of day sketches (service)", "one sketch of the window"):
-            if pipeline.startswith("union"):
-                base = sketches.summarize(days, impl="theta", lg_k=lg_k, theta=[cache.get(d, lg_k) for d in days])
+    for kind in _kinds(cfg):
+        for pipeline in (SERVICE_PIPELINE, WINDOW_PIPELINE):
+            if kind.exact and pipeline == WINDOW_PIPELINE:
+                continue  # the same thing for an exact set
+            if pipeline == SERVICE_PIPELINE:
+                base = sketches.summarize(days, kind, [cache.get(kind, d) for d in days])
                 base_est, exact = base.estimate, base.exact
             else:
-                base_est, exact = sketches.build_theta(union, lg_k).get_estimate(), len(union)
+                base_est, exact = kind.build(union).estimate(), len(union)
             moves = []
             for u in probes.tolist():
-                if pipeline.startswith("union"):
+                if pipeline == SERVICE_PIPELINE:
                     held = block[:, u]
-                    nd = [d[d != u] if h else d for d, h in zip(days, held)]
-                    theta = [sketches.build_theta(d, lg_k) if h else cache.get(d, lg_k) for d, h in zip(nd, held)]
-                    est = sketches.summarize(nd, impl="theta", lg_k=lg_k, theta=theta).estimate
+                    nd = [d[d != u] if h else d for d, h in zip(days, held, strict=True)]
+                    cached = [kind.build(d) if h else cache.get(kind, d) for d, h in zip(nd, held, strict=True)]
+                    est = sketches.summarize(nd, kind, cached).estimate
                 else:
-                    est = sketches.build_theta(union[union != u], lg_k).get_estimate()
+                    est = kind.build(union[union != u]).estimate()
                 moves.append(base_est - est)
             m = np.abs(np.asarray(moves))
-            moved = m > 1e-9
+            moved = m > 1e-6
             rows.append(
                 {
-                    "lg_k": lg_k,
+                    "impl": kind.impl,
+                    "lg_k": None if kind.exact else kind.lg_k,
                     "pipeline": pipeline,
                     "end": periods.iso(wl.stream.first_day + end),
                     "exact": int(exact),
                     "estimate": float(base_est),
-                    "estimation_mode": bool(abs(base_est - exact) > 1e-9),
-                    "estimate_over_k": base_est / (1 << lg_k),
+                    "estimation_mode": bool(abs(base_est - exact) > 1e-6 * exact),
+                    "estimate_over_k": None if kind.exact else base_est / (1 << kind.lg_k),
                     "probes": len(m),
                     "share_moved": float(np.mean(moved)),
                     "max_move": float(m.max()),
                     "mean_move_when_moved": float(m[moved].mean()) if moved.any() else 0.0,
+                }
+            )
+    return rows
+
+
+def sketch_scaling(cfg: Config) -> list[dict]:
+    """Costs at larger sizes than the simulated stream: a 30-day window whose days each hold
+    ``dau`` members drawn from 5 x ``dau`` users. Per kind (at ``cfg.sketch_lg_k``): memory of a
+    day, time to build a day's sketch (a day actor's rebuild), time of the release's
+    ``summarize`` over cached day sketches (which also computes the exact union, interface rule
+    4), time of the sketch union + estimate alone (what a sketch-only store would pay), and the
+    window estimate's relative error."""
+    rows = []
+    rng = numpy_rng(cfg.seed, "sketch-scaling")
+    for dau in cfg.scaling_dau:
+        population = np.unique(rng.integers(-(2**63), 2**63 - 1, size=5 * dau, dtype=np.int64))
+        days = [np.sort(rng.choice(population, dau, replace=False)) for _ in range(cfg.window)]
+        truth = len(np.unique(np.concatenate(days)))
+        for impl in SKETCH_IMPLS:
+            kind = sketches.kind(impl, cfg.sketch_lg_k)
+            t0 = time.perf_counter()
+            built = [kind.build(d) for d in days]
+            build_s = (time.perf_counter() - t0) / len(days)
+            t0 = time.perf_counter()
+            s = sketches.summarize(days, kind, built)
+            release_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            kind.union(built).estimate()
+            union_s = time.perf_counter() - t0
+            rows.append(
+                {
+                    "dau": dau,
+                    "window_users": truth,
+                    "impl": impl,
+                    "lg_k": None if kind.exact else kind.lg_k,
+                    "bytes_per_day": float(np.mean([len(b.serialize()) for b in built])),
+                    "build_ms_per_day": 1e3 * build_s,
+                    "release_ms": 1e3 * release_s,
+                    "union_ms": 1e3 * union_s,
+                    "rel_error": (s.estimate - truth) / truth,
                 }
             )
     return rows

@@ -170,48 +170,70 @@ def budget_fit(fit: dict, out: Path) -> list[Path]:
     return [_save(fig, out / "budget_fit.png")]
 
 
-def theta(th: dict, out: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    rows = th["rows"]
-    lg = [r["lg_k"] for r in rows]
-    ax = axes[0]
-    ax.plot(lg, [100 * r["mean_abs_rel_error"] for r in rows], marker="o", label="mean |relative error|")
-    ax.plot(lg, [100 * r["rms_rel_error"] for r in rows], marker="s", label="RMS relative error")
-    ax.plot(lg, [100 * r["max_abs_rel_error"] for r in rows], marker="^", label="max |relative error|")
-    ax.plot(lg, [100 * r["rse_theory"] for r in rows], linestyle="--", color="grey", label="1/sqrt(k)")
+def sketches(sk: dict, out: Path) -> list[Path]:
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    inexact = [impl for impl in sk["impls"] if any(r["impl"] == impl and not r["exact"] for r in sk["rows"])]
+    ax = axes[0][0]
+    for impl, marker in zip(inexact, "os^v", strict=False):
+        rows = [r for r in sk["rows"] if r["impl"] == impl]
+        lg = [r["lg_k"] for r in rows]
+        ax.plot(lg, [100 * r["rms_rel_error"] for r in rows], marker=marker, label=f"{impl}: RMS relative error")
+        ax.plot(lg, [100 * r["rse_theory"] for r in rows], linestyle="--", alpha=0.6, label=f"{impl}: theory")
     ax.axhline(
-        100 * th["gaussian_noise_std_mau"] / th["mean_mau"],
+        100 * sk["gaussian_noise_std_mau"] / sk["mean_mau"],
         color="tab:purple",
         linestyle=":",
         label="DP noise std / MAU (gaussian, default eps)",
     )
-    ax.set_xticks(lg)
+    ax.axhline(0.0, color="black", linewidth=0.8, label="set: exact")
+    ax.set_xticks(sk["lg_k"])
     ax.set_xlabel("lg_k")
     ax.set_ylabel("% of exact MAU")
-    ax.set_title(f"theta union estimate of MAU vs exact set (mean MAU {th['mean_mau']:.0f})")
-    ax.legend(fontsize=8)
+    ax.set_title(f"union estimate of MAU vs exact (mean MAU {sk['mean_mau']:.0f})", fontsize=10)
+    ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
-    ax = axes[1]
-    sens = th["sensitivity"]
-    for pipeline, marker in (("union of day sketches (service)", "o"), ("one sketch of the window", "s")):
-        rows_p = [s for s in sens if s["pipeline"] == pipeline]
-        ax.plot(
-            [s["lg_k"] for s in rows_p],
-            [max(s["max_move"], 1e-3) for s in rows_p],
-            marker=marker,
-            label=f"max move, one user removed: {pipeline}",
-        )
-    est_k = {s["lg_k"]: s["estimate_over_k"] for s in sens}
-    ax.plot(list(est_k), list(est_k.values()), linestyle="--", marker="x", label="estimate / k")
-    ax.axhline(1.0, color="black", linestyle=":", label="set mode: exactly 1")
+
+    ax = axes[0][1]
+    sens = [s for s in sk["sensitivity"] if s["pipeline"].startswith("union")]
+    for impl, marker in zip(inexact, "os^v", strict=False):
+        rows = [s for s in sens if s["impl"] == impl]
+        ax.plot([s["lg_k"] for s in rows], [max(s["max_move"], 1e-3) for s in rows], marker=marker, label=impl)
+    est_k = {s["lg_k"]: s["estimate_over_k"] for s in sens if s["lg_k"] is not None}
+    ax.plot(list(est_k), list(est_k.values()), linestyle="--", marker="x", color="grey", label="estimate / k")
+    ax.axhline(1.0, color="black", linestyle=":", label="set: exactly 1")
     ax.set_yscale("log")
-    ax.set_xticks(lg)
+    ax.set_xticks(sk["lg_k"])
     ax.set_xlabel("lg_k")
-    ax.set_ylabel("|change of the estimate|")
-    ax.set_title("theta sensitivity is not 1")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("max |change of the estimate|")
+    ax.set_title("one user removed (service pipeline): the sensitivity is not 1", fontsize=10)
+    ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    return [_save(fig, out / "theta_vs_set.png")]
+
+    scaling = sk["scaling"]
+    for ax, key, ylabel, title in (
+        (axes[1][0], "bytes_per_day", "bytes per day", "memory of one day"),
+        (axes[1][1], "release_ms", "ms per release", "release time: summarize of a 30-day window"),
+    ):
+        for impl, marker in zip(sk["impls"], "os^v", strict=False):
+            rows = [r for r in scaling if r["impl"] == impl]
+            ax.plot([r["dau"] for r in rows], [r[key] for r in rows], marker=marker, label=impl)
+            if key == "release_ms" and impl in inexact:
+                ax.plot(
+                    [r["dau"] for r in rows],
+                    [r["union_ms"] for r in rows],
+                    marker=marker,
+                    linestyle=":",
+                    label=f"{impl}: sketch union alone",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("DAU (members per day)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} (lg_k {next((r['lg_k'] for r in scaling if r['lg_k']), '-')})", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("SKETCH_IMPL: set vs theta vs hllpp")
+    return [_save(fig, out / "sketches.png")]
 
 
 def timeseries(series: dict, out: Path) -> list[Path]:
@@ -282,7 +304,7 @@ def all_plots(summary: dict, out: Path, draft: bool = False) -> list[Path]:
     paths += freezing_bias(summary["freezing_bias"], out)
     paths += coverage(summary["coverage"], out)
     paths += budget_fit(summary["budget_fit"], out)
-    paths += theta(summary["theta_vs_set"], out)
+    paths += sketches(summary["sketches"], out)
     paths += timeseries(summary["examples"], out)
     paths += decision(summary["decision"], out)
     return paths

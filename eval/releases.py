@@ -2,34 +2,38 @@
 
 Rules:
 1. Independent releases (``gaussian``/``laplace``) go through ``mechanisms.calibrate``,
-   ``mechanisms.draw`` and ``mechanisms.release_count`` -- the set-mode path of
-   ``release_actor._independent`` -- with a seeded ``RandomSource`` instead of ``OS_RANDOM``.
-2. Continual counters (``sqrt``/``tree``) go through the same steps as
-   ``release_actor._start_run``/``_step``: one run per accounting period with
-   ``mechanisms.counter_plan`` and ``counters.draw_counter_noise`` (drawn once per run); every
-   day ``flippancy.plan_step`` on the exact window membership, ``flippancy.adjust_for_erasures``,
-   ``flippancy.step_event`` -> a ``CounterStepped`` event applied with ``flippancy.apply_step``,
-   then ``mechanisms.release_counter`` on the prefix of z. Erasures journaled between two steps
-   reach the run through ``flippancy.apply_erasure`` before the next step, in journal order, as
-   ``ReleaseBook.apply`` does for active runs.
+   ``mechanisms.draw`` and ``mechanisms.release_count`` -- the set-mode path of the release
+   actor's ``_independent`` -- once per release, with a seeded ``RandomSource`` instead of
+   ``OS_RANDOM``. Nothing about a release is computed here by hand.
+2. Continual counters (``sqrt``/``tree``) replay a run the way the service journals it: the
+   run's state is a ``ReleaseBook`` (the service's book) fed ``CounterStarted``, the
+   ``UserErased`` records of each day and every ``CounterStepped``, in journal order; each step
+   is ``flippancy.plan_step`` on the exact window membership then ``flippancy.finish_step`` (the
+   release actor's ``_step``), and each release ``mechanisms.release_counter`` on the prefix of
+   z with the run's noise from ``counters.draw_counter_noise`` (drawn once per run, as
+   ``_start_run`` does).
 3. The flippancy reduction is independent of the noise, so it runs once per (stream, metric,
    period, W_BOUND) and is shared by every repetition and epsilon (``CounterTrace``); only the
    noise is redrawn per repetition.
-4. Releases happen once per day, at the close of the day (after its arrival block).
+4. Releases happen once per day, at the close of the day (after its arrival block); erasures of
+   a day reach the run before that day's step (the run starts at step 1: earlier erasures
+   concern no run).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from actors.privacy import counters, flippancy, mechanisms
-from actors.privacy.flippancy import CounterRun
 from actors.privacy.noise import RandomSource
+from actors.settings import IndependentMechanism
 from actors.state import membership, periods
+from actors.state.release_book import ReleaseBook
 from eval.simulate import Stream, Truth
-from journal.events import CounterStarted
+from journal.events import CounterKind, CounterStarted, Metric, UserErased
 
 LATTICE_BITS = 20  # EngineSettings.lattice_bits default
 
@@ -77,23 +81,16 @@ def concat(parts: list[Releases]) -> Releases:
 
 
 def independent_releases(
-    mechanism: str, epsilon: float, delta: float, truth: np.ndarray, reps: int, rng: RandomSource
+    mechanism: IndependentMechanism, epsilon: float, delta: float, truth: np.ndarray, reps: int, rng: RandomSource
 ) -> Releases:
     cal = mechanisms.calibrate(mechanism, epsilon, delta)
     t = np.asarray(truth, dtype=np.int64)
-    noise = np.array([[mechanisms.draw(cal, rng) for _ in range(len(t))] for _ in range(reps)], dtype=np.int64).reshape(
-        reps, len(t)
-    )
-    # ``release_count`` recomputes the exact quantile on every call (~0.5 ms at small epsilon);
-    # it is data-independent, so apply it once per calibration and check the vectorised
-    # version against the service's function on the first release.
-    q = mechanisms.half_width(cal)
-    est = t[None, :] + noise
-    lo, hi = est - q, est + q
-    if reps and len(t):
-        ref = mechanisms.release_count(cal, int(t[0]), int(noise[0, 0]))
-        assert (ref.estimate, ref.lower, ref.upper) == (est[0, 0], lo[0, 0], hi[0, 0])
-    return Releases(est, lo, hi, t, t)
+    out = np.empty((3, reps, len(t)), dtype=np.int64)
+    for r in range(reps):
+        for d, count in enumerate(t.tolist()):
+            noisy = mechanisms.release_count(cal, count, mechanisms.draw(cal, rng))
+            out[:, r, d] = (noisy.estimate, noisy.lower, noisy.upper)
+    return Releases(out[0], out[1], out[2], t, t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,17 +106,16 @@ class CounterTrace:
     z: list[int]  # the service's z_t (ints, from CounterStepped events)
     counted: np.ndarray  # int64 [T]: counted total = prefix sums of z
     truth: np.ndarray  # int64 [T]: exact count at each release
-    frozen_steps: np.ndarray  # int64 [T]: CounterStepped.frozen (blocked flips at that step)
-    mismatched: np.ndarray  # int64 [T]: users whose counted membership differs from the truth
+    frozen_steps: np.ndarray  # int64 [T]: CounterStepped.frozen -- the users whose counted
+    #                           membership differs from the truth right after step t
     blocked_users: int  # distinct users who had at least one flip blocked in the run
-    exhausted_users: int  # distinct users who used all w flips
 
     @property
     def bias(self) -> np.ndarray:
         return self.counted - self.truth
 
 
-def _started(metric: str, period: periods.Period, w: int, window: int, kind: str) -> CounterStarted:
+def _started(metric: Metric, period: periods.Period, w: int, window: int, kind: CounterKind) -> CounterStarted:
     # The reduction reads flip_bound, run_id and token_secret; the noise fields are filled for the record
     # (the noise itself is drawn per repetition in ``counter_releases``).
     return CounterStarted(
@@ -146,47 +142,41 @@ def _started(metric: str, period: periods.Period, w: int, window: int, kind: str
     )
 
 
-def counter_trace(stream: Stream, truth: Truth, metric: str, period: periods.Period, w: int) -> CounterTrace:
+def counter_trace(stream: Stream, truth: Truth, metric: Metric, period: periods.Period, w: int) -> CounterTrace:
     """Run the service's flippancy reduction over one accounting period (rule 2)."""
     first = period.first_day - stream.first_day
     T = period.days
     if first < 0 or first + T > stream.n_days:
         raise ValueError(f"{period.label} is not inside the stream")
     window = 1 if metric == "dau" else truth.window
-    run = CounterRun(_started(metric, period, w, window, "sqrt"))
+    started = _started(metric, period, w, window, "sqrt")
+    book = ReleaseBook()
+    seq = itertools.count(1)
+    book.apply(next(seq), started)
     members_all = truth.members(metric)
-    counts = truth.counts(metric)
-    frozen, mismatched = [], []
+    z, frozen = [], []
     blocked = membership.EMPTY
     for t in range(1, T + 1):
         d = first + t - 1
-        if t > 1:  # erasures journaled since the previous step (the run starts at step 1)
+        if t > 1:  # erasures journaled since the previous step (rule 4)
             for key in truth.erased_by_day[d].tolist():
-                flippancy.apply_erasure(run, int(key))
-        members = np.flatnonzero(members_all[d]).astype(np.int64)
-        proposal = flippancy.plan_step(run, members)
-        joining = membership.difference(members, run.counted)
-        leaving = membership.difference(run.counted, members)
-        newly_blocked = membership.union([joining[run.flips_of(joining) >= w], leaving[run.flips_of(leaving) >= w]])
-        blocked = membership.union([blocked, newly_blocked])
-        entered, left, consumed = flippancy.adjust_for_erasures(run, proposal, membership.EMPTY, 0)
-        step = flippancy.step_event(run, period.first_day + t - 1, entered, left, consumed, proposal.frozen)
-        flippancy.apply_step(run, step)
+                book.apply(next(seq), UserErased(erasure_id=f"eval-{d}-{key}", key=int(key), requested_at=0.0))
+        run = book.runs[started.run_id]
+        proposal = flippancy.plan_step(run, np.flatnonzero(members_all[d]).astype(np.int64))
+        blocked = membership.union([blocked, proposal.frozen_keys])
+        step = flippancy.finish_step(run, proposal, period.first_day + t - 1, membership.EMPTY, 0)
+        book.apply(next(seq), step)
+        z.append(step.z)
         frozen.append(step.frozen)
-        diff = len(membership.difference(members, run.counted)) + len(membership.difference(run.counted, members))
-        mismatched.append(diff)
-    z = list(run.z)
     return CounterTrace(
         metric=metric,
         period=period,
         w=w,
         z=z,
         counted=np.cumsum(np.asarray(z, dtype=np.int64)),
-        truth=np.asarray(counts[first : first + T], dtype=np.int64),
+        truth=np.asarray(truth.counts(metric)[first : first + T], dtype=np.int64),
         frozen_steps=np.asarray(frozen, dtype=np.int64),
-        mismatched=np.asarray(mismatched, dtype=np.int64),
         blocked_users=len(blocked),
-        exhausted_users=int((run.flip_counts >= w).sum()),
     )
 
 

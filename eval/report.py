@@ -304,56 +304,55 @@ def render(summary: dict) -> str:
         )
 
     # -- (e) -----------------------------------------------------------------------------
-    th = summary["theta_vs_set"]
-    L.append("## (e) Theta vs set (MAU union estimate)")
-    L.append("")
-    rows = [
-        [
-            r["lg_k"],
-            _f(100 * r["rse_theory"], 2),
-            _f(100 * r["mean_abs_rel_error"], 2),
-            _f(100 * r["rms_rel_error"], 2),
-            _f(100 * r["max_abs_rel_error"], 2),
-            _f(r["bounds_3sd_coverage"], 2),
-        ]
-        for r in th["rows"]
-    ]
+    L += _sketches(summary["sketches"])
+    return "\n".join(L)
+
+
+def _lg(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def _sketches(sk: dict) -> list[str]:
+    L = ["## (e) Sketches: set vs theta vs hllpp (MAU union estimate, the service's `summarize`)", ""]
     L += _table(
         [
+            "SKETCH_IMPL",
             "lg_k",
-            "1/sqrt(k) %",
+            "RSE theory %",
             "mean abs rel. error %",
             "RMS rel. error %",
             "max abs rel. error %",
             "3-sd bounds cover exact",
+            "bytes per day",
+            "release ms (median)",
         ],
-        rows,
+        [
+            [
+                r["impl"],
+                _lg(r["lg_k"]),
+                _f(100 * r["rse_theory"], 2),
+                _f(100 * r["mean_abs_rel_error"], 2),
+                _f(100 * r["rms_rel_error"], 2),
+                _f(100 * r["max_abs_rel_error"], 2),
+                _f(r["bounds_3sd_coverage"], 2),
+                _f(r["bytes_per_day"], 0),
+                _f(r["release_ms"], 2),
+            ]
+            for r in sk["rows"]
+        ],
     )
     L.append(
-        f"Mean MAU {th['mean_mau']:.0f} over {th['ends']} window ends; the DP noise std at the default MAU epsilon "
-        f"is {th['gaussian_noise_std_mau']:.1f} users ({100 * th['gaussian_noise_std_mau'] / th['mean_mau']:.2f}%)."
+        f"Mean MAU {sk['mean_mau']:.0f} (mean DAU {sk['mean_dau']:.0f}) over {sk['ends']} window ends; the DP noise "
+        f"std at the default MAU epsilon is {sk['gaussian_noise_std_mau']:.1f} users "
+        f"({100 * sk['gaussian_noise_std_mau'] / sk['mean_mau']:.2f}%). Bytes per day: the serialized day sketch "
+        "(`set`: the exact sorted array, 8 bytes per member, which every mode keeps anyway for deletions)."
     )
     L.append("")
-    rows = [
-        [
-            s["lg_k"],
-            s["pipeline"],
-            s["end"],
-            s["exact"],
-            _f(s["estimate"]),
-            "yes" if s["estimation_mode"] else "no",
-            _f(s["estimate_over_k"], 2),
-            _f(100 * s["share_moved"], 1),
-            _f(s["max_move"], 2),
-            _f(s["mean_move_when_moved"], 2),
-        ]
-        for s in th["sensitivity"]
-    ]
     L += _table(
         [
+            "SKETCH_IMPL",
             "lg_k",
             "pipeline",
-            "window end",
             "exact",
             "estimate",
             "estimation mode",
@@ -362,18 +361,71 @@ def render(summary: dict) -> str:
             "max move",
             "mean move (when moved)",
         ],
-        rows,
+        [
+            [
+                s["impl"],
+                _lg(s["lg_k"]),
+                s["pipeline"],
+                s["exact"],
+                _f(s["estimate"]),
+                "yes" if s["estimation_mode"] else "no",
+                _f(s["estimate_over_k"], 2),
+                _f(100 * s["share_moved"], 1),
+                _f(s["max_move"], 2),
+                _f(s["mean_move_when_moved"], 2),
+            ]
+            for s in sk["sensitivity"]
+        ],
     )
-    worst = max(th["sensitivity"], key=lambda s: s["max_move"])
+    sens = sk["sensitivity"]
+    probes = sens[0]["probes"] if sens else 0
+    worst = {
+        impl: max((s for s in sens if s["impl"] == impl), key=lambda s: s["max_move"])
+        for impl in sk["impls"]
+        if any(s["impl"] == impl for s in sens)
+    }
+    moves = "; ".join(
+        f"{impl} up to {w['max_move']:.1f} (lg_k {_lg(w['lg_k'])}, {w['pipeline']})" for impl, w in worst.items()
+    )
     L.append(
-        f"Removing one user ({worst['probes']} random users probed per row) moved the theta estimate by up to "
-        f"{worst['max_move']:.1f} (lg_k {worst['lg_k']}, {worst['pipeline']}); in set mode (and in theta's exact "
-        "mode) it moves by exactly 1, the sensitivity the noise is calibrated to. In estimation mode the move "
-        "depends on where the user's hash falls and on when the sketch rebuilds (which reshuffles theta), so it "
-        "can be far above 1 and above estimate/k; the maxima here are lower bounds on the worst case. Noise "
-        "calibrated for sensitivity 1 therefore gives no stated (eps, delta) for theta releases, which are "
-        'labelled "not formally DP"; the sketch\'s own error also dwarfs the DP noise unless lg_k is large enough '
-        "for exact mode."
+        f"Removing one user ({probes} random users probed per row) moved the estimate by: {moves}. The exact set "
+        "moves by exactly 1, the sensitivity the noise is calibrated to. A sketch in estimation mode moves by more "
+        "(theta: where the user's hash falls and when the sketch rebuilds; HLL: whether the user holds a "
+        "register's maximum), so the maxima here are lower bounds on the worst case, and noise calibrated for "
+        'sensitivity 1 gives no stated (eps, delta): theta and hllpp releases are labelled "not formally DP".'
     )
     L.append("")
-    return "\n".join(L)
+    L.append(
+        "Costs at larger sizes (synthetic 30-day windows, every day `dau` members drawn from 5 x `dau` users; "
+        "`release ms` is the service's `summarize`, which also computes the exact union every mode needs for "
+        "erasures; `union ms` is the sketch union + estimate alone):"
+    )
+    L.append("")
+    L += _table(
+        [
+            "DAU",
+            "window users",
+            "SKETCH_IMPL",
+            "lg_k",
+            "bytes per day",
+            "build ms per day",
+            "release ms",
+            "union ms",
+            "rel. error %",
+        ],
+        [
+            [
+                r["dau"],
+                r["window_users"],
+                r["impl"],
+                _lg(r["lg_k"]),
+                _f(r["bytes_per_day"], 0),
+                _f(r["build_ms_per_day"], 2),
+                _f(r["release_ms"], 1),
+                _f(r["union_ms"], 2),
+                _f(100 * r["rel_error"], 2),
+            ]
+            for r in sk["scaling"]
+        ],
+    )
+    return L

@@ -72,7 +72,7 @@ def run(
     bias = step("b_freezing_bias", ex.freezing_bias, cfg, workloads, traces)
     fit = step("d_budget_fit", ex.budget_fit, cfg)
     schedule = step("d_schedule_fit", ex.schedule_fit, cfg)
-    theta = step("e_theta_vs_set", ex.theta_vs_set, cfg, workloads["realistic"])
+    sketch = step("e_sketches", ex.sketch_comparison, cfg, workloads["realistic"])
     decision = step("f_decision", ex.decision, cfg, err, workloads, traces)
     summary = {
         "experiment_id": experiment_id,
@@ -93,6 +93,8 @@ def run(
             "eps_grid": list(cfg.eps_grid),
             "reps": cfg.reps,
             "lg_ks": list(cfg.lg_ks),
+            "sketch_lg_k": cfg.sketch_lg_k,
+            "scaling_dau": list(cfg.scaling_dau),
         },
         "streams": ex.stream_overview(cfg, workloads),
         "error_vs_epsilon": err,
@@ -100,7 +102,7 @@ def run(
         "freezing_bias": bias,
         "budget_fit": fit,
         "schedule_fit": schedule,
-        "theta_vs_set": theta,
+        "sketches": sketch,
         "decision": decision,
         "examples": ex.example_series(cfg, workloads, at_default),
     }

@@ -33,6 +33,8 @@ class ConfigError(Exception):
 
 MIN_SECRET_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; identity.py enforces it too
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Variables that were renamed: setting the old name stops the process instead of being ignored.
+RENAMED = {"THETA_LG_K": "SKETCH_LG_K"}
 # Settings whose negative values mean something (none so far); every other number must be >= 0.
 NEGATIVE_ALLOWED: frozenset[str] = frozenset()
 
@@ -130,6 +132,9 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env
     """Build the config from ``.env`` < environment < keyword overrides (CLI flags)."""
     env = read_dotenv(dotenv) if dotenv is not None else {}
     env.update(os.environ if environ is None else environ)
+    for old, new in RENAMED.items():
+        if old in env:
+            raise ConfigError(f"{old} was renamed {new}: set {new} instead")
     gw = _pick(GatewaySettings, env)
     gw.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:

@@ -25,7 +25,7 @@ import numpy as np
 Metric = Literal["dau", "mau"]
 MechanismName = Literal["gaussian", "laplace", "sqrt", "tree"]
 CounterKind = Literal["sqrt", "tree"]
-SketchImpl = Literal["set", "theta"]
+SketchImpl = Literal["set", "theta", "hllpp"]
 ChargePurpose = Literal["release", "revision", "counter_run"]
 AccountingMechanism = Literal["discrete_gaussian", "discrete_laplace", "gaussian_counter"]
 TokenScheme = Literal["hmac", "prp64"]

@@ -18,7 +18,8 @@ Rules:
    Activity after an erasure counts again from the next run (the next accounting period) on, as
    a new user.
 4. Everything here is pure and deterministic: ``plan_step`` proposes a step from a membership
-   array, ``apply_step`` applies a journaled step. Live and replay both go through
+   array, ``finish_step`` turns it into the journaled ``CounterStepped``, ``apply_step`` applies
+   a journaled step. Live and replay both go through
    ``apply_step``/``apply_erasure`` in journal order, so they cannot disagree.
 5. When the purge removes an erased user's pseudonym from the journal, what the runs still need
    from that erasure is decided here (``anonymous_tombstone``), not in ``journal/``: per run, the
@@ -138,7 +139,11 @@ def rekey_tombstone(
 class StepProposal:
     entered: np.ndarray
     left: np.ndarray
-    frozen: int
+    frozen_keys: np.ndarray  # sorted: users whose membership changed but who may not flip (rule 1, 3)
+
+    @property
+    def frozen(self) -> int:
+        return len(self.frozen_keys)
 
 
 @dataclass
@@ -179,10 +184,11 @@ def plan_step(run: CounterRun, members: np.ndarray) -> StepProposal:
         allowed &= ~membership.contains(run.blocked, run_tokens(run.started, joining))
     # A counted user has used an odd number of flips, so with even w it always has one left.
     left_ok = run.flips_of(leaving) < w
+    # After the step, exactly these users' counted membership differs from the truth.
     return StepProposal(
         entered=joining[allowed],
         left=leaving[left_ok],
-        frozen=int((~allowed).sum() + (~left_ok).sum()),
+        frozen_keys=membership.union([joining[~allowed], leaving[~left_ok]]),
     )
 
 
@@ -240,6 +246,14 @@ def apply_erasure(run: CounterRun, key: int | None, anonymous_exits: int = 0, to
     if membership.contains(run.flip_keys, probe)[0]:
         keep = run.flip_keys != key
         run.flip_keys, run.flip_counts = run.flip_keys[keep], run.flip_counts[keep]
+
+
+def finish_step(run: CounterRun, proposal: StepProposal, day: int, erased: np.ndarray, exits: int) -> CounterStepped:
+    """The journaled step: ``proposal`` (from ``plan_step`` on the membership the step read) with
+    the erasures journaled since folded in (``adjust_for_erasures``). The service calls it inside
+    the journal writer (release actor rule 5); the evaluation calls the same function."""
+    entered, left, consumed = adjust_for_erasures(run, proposal, erased, exits)
+    return step_event(run, day, entered, left, consumed, proposal.frozen)
 
 
 def step_event(

@@ -1,5 +1,13 @@
-"""Distinct-count summaries of per-day memberships (exact sorted arrays, theta sketches). Pure."""
+"""Distinct-count summaries of per-day memberships, behind one interface. Pure.
 
-from actors.sketches.summary import THETA_SEED, UnionSummary, build_theta, summarize
+- ``interface.py``: the ``Sketch``/``SketchKind`` protocols (add, rebuild instead of remove,
+  union, estimate, bounds, serialize) and ``summarize``, the union a release reads.
+- ``exact.py`` (``set``, the default and the DP reference), ``theta.py`` (DataSketches theta),
+  ``hll.py`` (``hllpp``: DataSketches HLL): one module per implementation.
+- ``registry.py``: ``SKETCH_IMPL`` -> implementation, keyed by ``journal.events.SketchImpl``.
+"""
 
-__all__ = ["THETA_SEED", "UnionSummary", "build_theta", "summarize"]
+from actors.sketches.interface import BOUND_STD_DEVS, Sketch, SketchKind, UnionSummary, summarize
+from actors.sketches.registry import SKETCHES, kind
+
+__all__ = ["BOUND_STD_DEVS", "SKETCHES", "Sketch", "SketchKind", "UnionSummary", "kind", "summarize"]

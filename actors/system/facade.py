@@ -212,9 +212,9 @@ class ActorSystem:
         for day, state in world.days.items():
             self.router.adopt(day, self._spawn_day(day, state, world.days_seq))
 
-    async def views(self, days: range, with_theta: bool) -> tuple[list[DayView], int]:
+    async def views(self, days: range, with_sketch: bool) -> tuple[list[DayView], int]:
         """The release actor's ``DayViews``: the days' memberships at one dispatch position."""
-        return await self.router.views(days, with_theta)
+        return await self.router.views(days, with_sketch)
 
     def _now(self) -> float:
         """The injected clock as a POSIX timestamp (journal records store times as floats)."""
@@ -225,7 +225,7 @@ class ActorSystem:
 
     def _spawn_day(self, day: int, state: Membership, seen_seq: int) -> DayActor:
         s = self.settings
-        actor = DayActor(day, state, seen_seq, capacity=s.day_mailbox, lg_k=s.theta_lg_k)
+        actor = DayActor(day, state, seen_seq, capacity=s.day_mailbox, sketch=s.sketch)
         self.supervisor.spawn(actor)
         return actor
 

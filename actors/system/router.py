@@ -131,7 +131,7 @@ class Router:
         for actor in list(self.days.values()):
             await actor.send(EraseKeys(seq, arr))
 
-    async def views(self, days: range, with_theta: bool) -> tuple[list[DayView], int]:
+    async def views(self, days: range, with_sketch: bool) -> tuple[list[DayView], int]:
         asks: list[tuple[int, GetView | None]] = []
         async with self._lock:
             seen = self.dispatched_seq
@@ -139,7 +139,7 @@ class Router:
                 actor = self.days.get(day)
                 msg = None
                 if actor is not None:
-                    msg = GetView(with_theta=with_theta)
+                    msg = GetView(with_sketch=with_sketch)
                     await actor.send(msg)
                 asks.append((day, msg))
         return [await msg.reply if msg is not None else DayView(day, seen, EMPTY, None) for day, msg in asks], seen

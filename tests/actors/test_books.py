@@ -118,7 +118,16 @@ def test_world_split_by_day_keeps_journal_order_within_a_day():
     assert got == {5: ([1, 1, 3], [1, 0, 1]), 6: ([2], [1])}
 
 
-@pytest.mark.parametrize("bad", [{"dau_mechanism": "x"}, {"w_bound": 3}, {"delta": 0}, {"sketch_impl": "hll"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"dau_mechanism": "x"},
+        {"w_bound": 3},
+        {"delta": 0},
+        {"sketch_impl": "hll"},
+        {"sketch_impl": "hllpp", "sketch_lg_k": 3},
+    ],
+)
 def test_engine_settings_refuse_nonsense(bad):
     from actors.settings import EngineSettings
 

@@ -178,8 +178,8 @@ async def test_erasure_committed_while_a_release_is_computed_is_honoured(tmp_pat
         await ingest(system, rows_for(range(1, 11), NOV[4]))
         real_views = system.router.views
 
-        async def views_then_erase(days, with_theta):
-            out = await real_views(days, with_theta)
+        async def views_then_erase(days, with_sketch):
+            out = await real_views(days, with_sketch)
             await system.erase(7)  # lands in the journal after the read, before the release
             return out
 
@@ -247,15 +247,36 @@ async def test_laplace_and_tree_mechanisms(tmp_path, zero_noise):
         assert kinds == ["discrete_laplace", "gaussian_counter"]
 
 
-async def test_theta_mode_is_labelled_honestly_and_widens_the_interval(tmp_path):
-    engine = engine_settings(sketch_impl="theta", theta_lg_k=5)
+@pytest.mark.parametrize("impl, lg_k", [("theta", 5), ("hllpp", 4)])
+async def test_sketch_mode_is_labelled_honestly_and_widens_the_interval(tmp_path, impl, lg_k):
+    engine = engine_settings(sketch_impl=impl, sketch_lg_k=lg_k)
     async with running_system(tmp_path, engine) as system:
         await ingest(system, rows_for(range(1, 2001), NOV[0]))
         rel = await system.release(("dau", NOV[0], 1))
-        assert rel.sketch_impl == "theta" and "not formally DP" in rel.guarantee
+        assert rel.sketch_impl == impl and "not formally DP" in rel.guarantee
+        assert rel.guarantee == engine.sketch.guarantee
         q = mechanisms.half_width(mechanisms.calibrate("gaussian", 0.3, 1e-6))
         assert rel.upper_95 - rel.lower_95 > 2 * q  # the sketch's own bounds widen it
         assert abs(rel.estimate - 2000) < 2000 * 0.6
+
+
+async def test_sketch_mode_erasure_leaves_by_rebuilding_the_day_never_by_subtraction(tmp_path, zero_noise):
+    """A day that lost users is rebuilt from its exact membership: the release after the erasures
+    reads exactly the sketch of the remaining members."""
+    engine = engine_settings(sketch_impl="hllpp", sketch_lg_k=4)
+    kind = engine.sketch
+    async with running_system(tmp_path, engine) as system:
+        await ingest(system, rows_for(range(1, 301), NOV[0]))
+        (before,), _ = await system.views(range(NOV[0], NOV[0] + 1), True)
+        assert before.sketch is not None and before.sketch.serialize() == kind.build(before.members).serialize()
+        for user in range(1, 101):
+            await system.erase(user)
+        (after,), _ = await system.views(range(NOV[0], NOV[0] + 1), True)
+        assert after.members.tolist() == list(range(101, 301))
+        assert after.sketch is not None and after.sketch.serialize() == kind.build(after.members).serialize()
+        assert after.sketch.serialize() != before.sketch.serialize()
+        rel = await system.release(("dau", NOV[0], 1))
+        assert rel.estimate == round(kind.build(after.members).estimate())  # zero noise
 
 
 async def test_budget_report_matches_dp_accounting_called_directly(tmp_path):

@@ -18,7 +18,7 @@ EXPECTED_PLOTS = {
     "freezing_bias_vs_w.png",
     "coverage.png",
     "budget_fit.png",
-    "theta_vs_set.png",
+    "sketches.png",
     "timeseries_realistic.png",
     "timeseries_adversarial.png",
     "decision.png",
@@ -73,7 +73,21 @@ def test_quick_numbers_are_consistent(quick) -> None:
     assert fit["mau"]["rows"]["laplace"]["tight"] == fit["mau"]["rows"]["laplace"]["naive"]
     bias = s["freezing_bias"]["streams"]
     assert bias["adversarial"]["mau"]["mean_bias"][0] < bias["realistic"]["mau"]["mean_bias"][0] <= 0
-    assert all(row["max_move"] > 1.5 for row in s["theta_vs_set"]["sensitivity"] if row["estimation_mode"])
+    sk = s["sketches"]
+    assert sk["impls"] == ["set", "theta", "hllpp"]
+    sens = sk["sensitivity"]
+    assert all(row["max_move"] == 1.0 and row["share_moved"] == 1.0 for row in sens if row["impl"] == "set")
+    assert all(row["max_move"] > 1.5 for row in sens if row["impl"] == "theta" and row["estimation_mode"])
+    assert max(row["max_move"] for row in sens if row["impl"] == "hllpp") > 1.5  # not sensitivity 1 either
+    exact = [r for r in sk["rows"] if r["impl"] == "set"]
+    assert len(exact) == 1 and exact[0]["rms_rel_error"] == 0.0
+    for r in sk["rows"]:
+        if not r["exact"]:  # the sketches' own 3-sd bounds cover the truth on almost every window
+            assert r["bounds_3sd_coverage"] >= 0.9, r
+    by_impl = {(r["dau"], r["impl"]): r for r in sk["scaling"]}
+    for dau in s["config"]["scaling_dau"]:
+        assert by_impl[(dau, "hllpp")]["bytes_per_day"] < by_impl[(dau, "theta")]["bytes_per_day"]
+        assert by_impl[(dau, "set")]["bytes_per_day"] == 8 * dau
 
 
 def test_decision_picks_smaller_total_error() -> None:

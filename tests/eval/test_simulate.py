@@ -109,7 +109,7 @@ def test_exact_truth_matches_brute_force(kind: str, seed: int) -> None:
     assert truth.mau.tolist() == mau
     for d in range(s.n_days):
         assert set(np.flatnonzero(truth.mau_members[d]).tolist()) == sets[d]
-    for end in (20, 39):  # the per-day blocks kept for theta union to the same MAU
+    for end in (20, 39):  # the per-day blocks kept for the sketches union to the same MAU
         assert int(truth.window_days[end].any(axis=0).sum()) == mau[end]
 
 

@@ -82,6 +82,10 @@ def test_config_reads_env_over_dotenv_and_names_bad_variables(tmp_path):
         ({"TIMEZONE": "Mars/Olympus"}, "Mars/Olympus"),
         ({"PORT": "70000"}, "PORT"),
         ({"DPDAU_ENV": "staging"}, "DPDAU_ENV"),
+        ({"SKETCH_IMPL": "hll"}, "SKETCH_IMPL"),
+        ({"SKETCH_IMPL": "hllpp", "SKETCH_LG_K": "22"}, "SKETCH_LG_K.*hllpp"),
+        ({"SKETCH_IMPL": "theta", "SKETCH_LG_K": "4"}, "SKETCH_LG_K.*theta"),
+        ({"THETA_LG_K": "14"}, "THETA_LG_K was renamed SKETCH_LG_K"),
     ]:
         with pytest.raises(config_mod.ConfigError, match=needle):
             config_mod.load(environ=env, dotenv=None)

@@ -1,0 +1,98 @@
+"""The interface every distinct-count summary implements, and the union a release reads. Pure.
+
+Rules:
+1. A ``Sketch`` is immutable once built: ``add`` returns a new sketch and leaves the old one
+   alone, so a day actor can hand its cached sketch to a release computing in a worker thread.
+2. Nothing is ever removed from a sketch by subtraction (theta A-not-B is useless when B is close
+   to A: ~49% error measured here; HLL registers cannot forget). A day whose membership lost
+   anyone is rebuilt from its exact membership with ``SketchKind.build`` -- every day actor keeps
+   the exact sorted array in every mode (8 bytes per user-day), which is also what erasures,
+   the counters and snapshots use.
+3. ``SketchKind.exact`` says whether ``estimate()`` *is* the distinct count (bounds equal to it).
+   Only an exact kind keeps the release at user-level sensitivity 1; an inexact kind carries the
+   ``guarantee`` its releases state instead of the mechanism's, and its own ``bounds()``
+   (``BOUND_STD_DEVS``) widen the published interval (``mechanisms.release_estimate``).
+4. A summary always computes the exact union as well (``UnionSummary.members``): the release
+   removes users erased while it was computing by their exact membership, never by guesswork.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from actors.state import membership
+from journal.events import SketchImpl
+
+BOUND_STD_DEVS = 3  # the sketches' own bounds: ~99.7% for theta and HLL (their libraries' bounds)
+
+
+class Sketch(Protocol):
+    """The distinct-count state of one day (or the union of a window of days)."""
+
+    def add(self, keys: np.ndarray) -> Sketch:
+        """A sketch that also holds ``keys`` (signed int64 pseudonyms); this one is unchanged."""
+        ...
+
+    def estimate(self) -> float: ...
+
+    def bounds(self) -> tuple[float, float]:
+        """(lower, upper) on the distinct count at ``BOUND_STD_DEVS`` (the point, when exact)."""
+        ...
+
+    def serialize(self) -> bytes: ...
+
+
+class SketchKind(Protocol):
+    """A registered implementation (``registry.SKETCHES``), configured with its size ``lg_k``."""
+
+    @property
+    def impl(self) -> SketchImpl: ...
+
+    @property
+    def lg_k(self) -> int: ...
+
+    @property
+    def exact(self) -> bool: ...
+
+    @property
+    def guarantee(self) -> str | None:
+        """What a release made from this kind states instead of the mechanism's guarantee
+        (None: the mechanism's guarantee holds, rule 3)."""
+        ...
+
+    def build(self, members: np.ndarray) -> Sketch:
+        """A sketch of the sorted unique ``members`` -- also how a removal is applied (rule 2)."""
+        ...
+
+    def union(self, parts: Sequence[Sketch]) -> Sketch: ...
+
+    def deserialize(self, data: bytes) -> Sketch: ...
+
+
+@dataclass(frozen=True)
+class UnionSummary:
+    exact: int  # |union|, always computed (rule 4)
+    estimate: float  # what the release reports before noise (== exact for an exact kind)
+    lower: float
+    upper: float
+    members: np.ndarray  # the exact union (erasure adjustment at commit time)
+
+
+def summarize(
+    days: Sequence[np.ndarray], kind: SketchKind, sketches: Sequence[Sketch | None] | None = None
+) -> UnionSummary:
+    """Union of the given days' member arrays and, for an inexact kind, its sketch estimate.
+    ``sketches`` are the days' cached sketches where available (built here otherwise)."""
+    members = membership.union(list(days))
+    n = len(members)
+    if kind.exact:  # the exact union *is* the exact kind's union: no second pass
+        return UnionSummary(n, float(n), float(n), float(n), members)
+    cached = list(sketches) if sketches is not None else [None] * len(days)
+    parts = [s if s is not None else kind.build(d) for s, d in zip(cached, days, strict=True)]
+    union = kind.union(parts)
+    lower, upper = union.bounds()
+    return UnionSummary(n, union.estimate(), lower, upper, members)
