@@ -616,6 +616,16 @@ def sketch_sensitivity(cfg: Config, wl: Workload, cache: _SketchCache) -> list[d
     return rows
 
 
+def _median_seconds(fn, repeats: int = 3) -> float:
+    """A timing on a shared machine: the median of a few runs."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def sketch_scaling(cfg: Config) -> list[dict]:
     """Costs at larger sizes than the simulated stream: a 30-day window whose days each hold
     ``dau`` members drawn from 5 x ``dau`` users. Per kind (at ``cfg.sketch_lg_k``): memory of a
@@ -634,12 +644,9 @@ def sketch_scaling(cfg: Config) -> list[dict]:
             t0 = time.perf_counter()
             built = [kind.build(d) for d in days]
             build_s = (time.perf_counter() - t0) / len(days)
-            t0 = time.perf_counter()
             s = sketches.summarize(days, kind, built)
-            release_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            kind.union(built).estimate()
-            union_s = time.perf_counter() - t0
+            release_s = _median_seconds(lambda: sketches.summarize(days, kind, built))
+            union_s = _median_seconds(lambda: kind.union(built).estimate())
             rows.append(
                 {
                     "dau": dau,
