@@ -616,6 +616,10 @@ def sketch_sensitivity(cfg: Config, wl: Workload, cache: _SketchCache) -> list[d
     return rows
 
 
+def _union_estimate(kind: sketches.SketchKind, parts: list[sketches.Sketch]) -> float:
+    return kind.union(parts).estimate()
+
+
 def _median_seconds(fn, repeats: int = 3) -> float:
     """A timing on a shared machine: the median of a few runs."""
     times = []
@@ -645,8 +649,8 @@ def sketch_scaling(cfg: Config) -> list[dict]:
             built = [kind.build(d) for d in days]
             build_s = (time.perf_counter() - t0) / len(days)
             s = sketches.summarize(days, kind, built)
-            release_s = _median_seconds(lambda: sketches.summarize(days, kind, built))
-            union_s = _median_seconds(lambda: kind.union(built).estimate())
+            release_s = _median_seconds(functools.partial(sketches.summarize, days, kind, built))
+            union_s = _median_seconds(functools.partial(_union_estimate, kind, built))
             rows.append(
                 {
                     "dau": dau,
