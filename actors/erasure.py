@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 import structlog
 
 from actors.privacy import flippancy
@@ -45,6 +46,14 @@ class Lookup(Ask[ErasureEntry | None]):
 @dataclass(slots=True)
 class ErasureBarrier(Ask[ErasureSnapshot]):
     seq: int
+
+
+@dataclass(slots=True)
+class ListErasures(Ask[tuple[list[ErasureEntry], int]]):
+    """A page of the audit log (oldest first) and its length."""
+
+    offset: int
+    limit: int
 
 
 @dataclass(slots=True)
@@ -89,6 +98,10 @@ class ErasureActor(Actor):
         elif isinstance(message, ErasureBarrier):
             self.book.advance(message.seq)
             message.reply.set_result(self.book.snapshot())
+        elif isinstance(message, ListErasures):
+            entries = list(self.book.entries.values())
+            page = [msgspec.structs.replace(e) for e in entries[message.offset : message.offset + message.limit]]
+            message.reply.set_result((page, len(entries)))
         elif isinstance(message, PlanPurge):
             due = self.book.outstanding() if self.book.due(message.now, self.purge_delay) else []
             message.reply.set_result((due, self.book.next_due(self.purge_delay)))

@@ -27,24 +27,27 @@ from actors.state.periods import EPOCH_ORDINAL
 from actors.state.release_book import ReleaseKey
 from actors.system import ActorSystem
 from actors.system.boot import utcnow
-from gateway import dashboard, openapi
+from gateway import auth, dashboard, openapi
 from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
 from gateway.config import Config
 from gateway.errors import BadRequest, error_middleware
 from gateway.identity import Pseudonymizer, open_pseudonymizer
 from gateway.metrics import Metrics
-from gateway.middleware import auth_middleware, observe_middleware
+from gateway.middleware import observe_middleware
 from gateway.schemas import (
     SERIES_COLUMNS,
     BatchIn,
+    ErasureAuditPage,
     ErasureIn,
     ErasureSummaryOut,
     EventIn,
     IngestOut,
+    ReadyOut,
     ReleaseConfigOut,
     ReleasePage,
     ReviseIn,
     SeriesPage,
+    erasure_audit_out,
     erasure_out,
     release_out,
     series_point,
@@ -66,27 +69,30 @@ def create_app(config: Config, clock: Callable[[], dt.datetime] = utcnow) -> web
     """The app; ``clock`` is the system's one clock (tests drive the schedule with a fake one)."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
-        middlewares=[observe_middleware, error_middleware, auth_middleware],
+        middlewares=[observe_middleware, error_middleware, auth.auth_middleware],
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    app[auth.KEYRING] = auth.warn_if_open(config.gateway)
     app.cleanup_ctx.append(functools.partial(_actor_system, clock=clock))
-    app.router.add_post("/event", post_event)
-    app.router.add_get("/dau/{day}", get_dau)
-    app.router.add_get("/mau", get_mau)
-    app.router.add_post("/erasure", post_erasure)
-    app.router.add_get("/erasure/{erasure_id}", get_erasure)
-    app.router.add_get("/budget", get_budget)
-    app.router.add_get("/releases", get_releases)
-    app.router.add_post("/releases/revise", post_revise)
-    app.router.add_get("/series", get_series)
-    app.router.add_get("/config", get_config)
-    app.router.add_get("/erasures/summary", get_erasure_summary)
-    app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/healthz", get_healthz)
-    app.router.add_get("/readyz", get_readyz)
-    app.router.add_get("/openapi.json", get_openapi)
-    dashboard.add_routes(app)
+    # Every route with its scope (gateway/auth.py rule 2); /openapi.json documents the same table.
+    auth.route(app, "POST", "/event", post_event, "ingest")
+    auth.route(app, "GET", "/dau/{day}", get_dau, "read")
+    auth.route(app, "GET", "/mau", get_mau, "read")  # a non-default window needs admin (handler)
+    auth.route(app, "POST", "/erasure", post_erasure, "ingest")
+    auth.route(app, "GET", "/erasure/{erasure_id}", get_erasure, "ingest")
+    auth.route(app, "GET", "/budget", get_budget, "read")
+    auth.route(app, "GET", "/releases", get_releases, "read")
+    auth.route(app, "POST", "/releases/revise", post_revise, "admin")
+    auth.route(app, "GET", "/series", get_series, "read")
+    auth.route(app, "GET", "/config", get_config, "read")
+    auth.route(app, "GET", "/erasures/summary", get_erasure_summary, "admin")
+    auth.route(app, "GET", "/audit/erasures", get_erasure_audit, "admin")
+    auth.route(app, "GET", "/metrics", get_metrics, "admin")
+    auth.route(app, "GET", "/healthz", get_healthz, "open")
+    auth.route(app, "GET", "/readyz", get_readyz, "any")  # details for admin only
+    auth.route(app, "GET", "/openapi.json", get_openapi, "any")
+    dashboard.add_routes(app)  # open: static files that hold no data
     return app
 
 
@@ -185,17 +191,19 @@ def idempotency_key(request: web.Request) -> str | None:
 
 
 async def post_event(request: web.Request) -> web.Response:
+    """Answers the count the client sent and an opaque receipt -- never a journal position (a
+    position counts every event ever ingested, exactly). Idempotency keys are scoped by the
+    calling key (auth rule 5)."""
     app = request.app
     cfg = app[CONFIG]
     key = idempotency_key(request)
+    scoped = None if key is None else f"{request[auth.CLIENT]}:{key}"
     events = decode_events(await request.read(), cfg)
     system = app[SYSTEM]
     keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
-    receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=key)
-    if not replayed:
-        app[METRICS].events.inc(receipt.ingested)
+    receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return json(IngestOut(receipt.ingested, receipt.first_seq, receipt.last_seq), headers=headers)
+    return json(IngestOut(receipt.ingested, receipt.receipt), headers=headers)
 
 
 # -- releases ------------------------------------------------------------------------------
@@ -230,6 +238,8 @@ async def get_mau(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     end = parse_day(request.query.get("end"), "end")
     window = parse_window(request.query.get("window"), cfg)
+    if window != cfg.engine.mau_window_days:
+        auth.require(request, "admin")  # each extra window is more budget spent on every period it reads
     released = await request.app[SYSTEM].release(ReleaseKey.mau(end, window))
     return json(release_out(released))
 
@@ -403,6 +413,14 @@ async def get_erasure(request: web.Request) -> web.Response:
     return json(erasure_out(receipt))
 
 
+async def get_erasure_audit(request: web.Request) -> web.Response:
+    """Admin: the erasure audit log, with how many events each purge removed. Kept out of the
+    receipt, which must look the same for a user who existed and one who never did."""
+    offset, limit = _page(request.query)
+    entries, total = await request.app[SYSTEM].erasure_audit(offset, limit)
+    return json(ErasureAuditPage([erasure_audit_out(e) for e in entries], total, offset, limit))
+
+
 # -- operations ----------------------------------------------------------------------------
 
 
@@ -420,11 +438,21 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
+    """Readiness only, unless the caller has the admin scope: then why not, and the journal
+    position (an exact count of events: operators only, for recovery checks)."""
     system = request.app.get(SYSTEM)
-    ready = bool(system and system.ready and system.committer.failure is None)
-    body: dict[str, bool | int] = {"ready": ready}
-    if system is not None:
-        body["journal_seq"] = system.journal_seq()
+    failure = system.committer.failure if system is not None and system.ready else None
+    ready = bool(system and system.ready and failure is None)
+    body = ReadyOut(ready)
+    if auth.has_scope(request, "admin"):
+        body = ReadyOut(
+            ready,
+            journal_seq=None if system is None else system.journal_seq(),
+            replaying=system is None or not system.ready,
+            writer_failed=None if failure is None else repr(failure),
+            boot_failed=None if system is None or system.boot_error is None else repr(system.boot_error),
+            restored_from_snapshot=None if system is None else system.restored_from is not None,
+        )
     return json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})
 
 

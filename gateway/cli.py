@@ -1,8 +1,9 @@
 """``dpdau``: serve the gateway, talk to it, and maintain a data directory.
 
 Commands that talk to a running server (``ingest``, ``dau``, ``mau``, ``series``, ``erase``,
-``erasure-status``, ``budget``, ``health``) use HTTP (``--url``, default ``http://$HOST:$PORT``; ``API_KEY``
-is sent when set). Maintenance commands (``replay``, ``snapshot``, ``restore``, ``compact``,
+``erasure-status``, ``budget``, ``health``) use HTTP (``--url``, default ``http://$HOST:$PORT``; the
+configured key that grants each command's scope is sent: ``READ_API_KEY``/``INGEST_API_KEY``/
+``ADMIN_API_KEY``, else ``API_KEY``). Maintenance commands (``replay``, ``snapshot``, ``restore``, ``compact``,
 ``rotate-salt``) open ``DATA_DIR`` directly and refuse while a server holds it.
 """
 
@@ -25,6 +26,7 @@ import anyio
 
 from gateway import config as config_mod
 from gateway import logs
+from gateway.auth import Scope, key_for
 from journal import faults
 
 
@@ -389,8 +391,10 @@ def _request(
     body: object | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 120,
+    *,
+    scope: Scope = "read",
 ) -> tuple[int, dict[str, Any]]:
-    status, payload, _ = _exchange(cfg, method, url, body, headers, timeout)
+    status, payload, _ = _exchange(cfg, method, url, body, headers, timeout, scope=scope)
     return status, payload
 
 
@@ -401,14 +405,18 @@ def _exchange(
     body: object | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 120,
+    *,
+    scope: Scope = "read",
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One request, with the configured key that grants ``scope`` (gateway/auth.py rule 1)."""
     import urllib.error
     import urllib.request
 
     data = None if body is None else json.dumps(body).encode()
     hdrs = {"Content-Type": "application/json", **(headers or {})}
-    if cfg.gateway.api_key:
-        hdrs["X-API-Key"] = cfg.gateway.api_key
+    key = key_for(cfg.gateway, scope)
+    if key:
+        hdrs["X-API-Key"] = key
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -440,7 +448,8 @@ def cmd_dau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
 def cmd_mau(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     window = f"&window={args.window}" if args.window else ""
-    return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/mau?end={args.end}{window}"))
+    scope: Scope = "admin" if args.window and args.window != cfg.engine.mau_window_days else "read"
+    return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/mau?end={args.end}{window}", scope=scope))
 
 
 def cmd_series(args: argparse.Namespace, cfg: config_mod.Config) -> int:
@@ -473,11 +482,11 @@ def cmd_series(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    return _show(*_request(cfg, "POST", f"{_url(args, cfg)}/erasure", {"user_id": args.user_id}))
+    return _show(*_request(cfg, "POST", f"{_url(args, cfg)}/erasure", {"user_id": args.user_id}, scope="ingest"))
 
 
 def cmd_erasure_status(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/erasure/{args.erasure_id}"))
+    return _show(*_request(cfg, "GET", f"{_url(args, cfg)}/erasure/{args.erasure_id}", scope="ingest"))
 
 
 def cmd_budget(args: argparse.Namespace, cfg: config_mod.Config) -> int:
@@ -541,7 +550,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         first = time.monotonic()
         attempt = 1
         while True:
-            status, body, headers = _exchange(cfg, "POST", url, {"events": batch}, {"Idempotency-Key": key})
+            status, body, headers = _exchange(
+                cfg, "POST", url, {"events": batch}, {"Idempotency-Key": key}, scope="ingest"
+            )
             if status != 503:
                 break
             elapsed = time.monotonic() - first

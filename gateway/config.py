@@ -43,7 +43,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = "./data"
-    api_key: str | None = None
+    api_key: str | None = None  # every scope (gateway/auth.py)
+    read_api_key: str | None = None  # releases, budget, release log, series
+    ingest_api_key: str | None = None  # events, erasures
+    admin_api_key: str | None = None  # revisions, other windows, maintenance, metrics (and read)
     hash_salt_secret: str | None = None
     dpdau_env: str = "development"  # "development" | "production"
     log_level: str = "info"
@@ -173,7 +176,9 @@ def prepare_data_dir(data_dir: Path) -> None:
         raise ConfigError(f"DATA_DIR {str(data_dir)!r} is not a writable directory ({reason})") from None
 
 
-SECRET_SETTINGS = frozenset({"HASH_SALT_SECRET", "API_KEY", "JOURNAL_URL"})  # never echoed in an error
+SECRET_SETTINGS = frozenset(
+    {"HASH_SALT_SECRET", "API_KEY", "READ_API_KEY", "INGEST_API_KEY", "ADMIN_API_KEY", "JOURNAL_URL"}
+)  # never echoed in an error
 
 
 def _name_the_variable(message: str, env: dict[str, str]) -> str:

@@ -34,18 +34,14 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-OPEN_PATHS = frozenset({"/", "/dashboard"})
-OPEN_PREFIX = "/dashboard/"
-
-
-def is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", to_dashboard)
-    app.router.add_get("/dashboard", to_dashboard)
-    app.router.add_get("/dashboard/{name:[^/]*}", static_file)
+    from gateway import auth  # registered as open routes (auth rule 2): the files hold no data
+
+    auth.route(app, "GET", "/", to_dashboard, "open")
+    auth.route(app, "GET", "/dashboard", to_dashboard, "open")
+    auth.route(app, "GET", "/dashboard/{name:[^/]*}", static_file, "open")
 
 
 async def to_dashboard(request: web.Request) -> web.Response:

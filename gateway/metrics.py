@@ -1,9 +1,23 @@
-"""Prometheus metrics (prometheus_client, one registry per app).
+"""Prometheus metrics (prometheus_client, one registry per app), admin scope only.
 
-Only aggregate, operator-facing numbers: request counts and latency per route, events ingested,
-journal position, mailbox depths, releases, budget spent, actor crashes. Never anything per user.
-(The journal position and ingest counts are not differentially private -- which is why they live
-here, behind the API key, and never in a release response.)
+Audited metric by metric: each is operational, and none equals a count of users or events that
+a release protects, nor is any a per-day series. Kept:
+
+- ``dpdau_http_requests_total{route,method,status}`` and the latency histogram per route: HTTP
+  traffic, the same numbers a reverse proxy or access log in front of the service sees. They
+  count requests, not events or users (a request carries 1 to 100,000 events of any users).
+- ``dpdau_mailbox_depth{actor}``: messages waiting now, bounded by the mailbox capacity; a
+  backpressure signal, transient, not cumulative.
+- ``dpdau_actor_crashes{actor}``, ``dpdau_ready``: health.
+- ``dpdau_releases``, ``dpdau_budget_epsilon_spent{metric,period}``: public already
+  (``/releases``, ``/budget``): what was published and what it cost, per accounting period.
+- ``dpdau_scheduled_releases{metric}``, ``dpdau_scheduled_refused{metric}``,
+  ``dpdau_schedule_tick_failures``: the schedule's publications and refusals depend only on the
+  clock, the configuration and the budget (``actors/state/schedule.py``): as public as ``/series``.
+
+Removed (each was an exact number about the data): events ingested and the journal position (a
+count of events: one ``+`` per user-day gives DAU), events pending commit and commit groups (the
+same, in flight), day actors (how many distinct days hold any activity).
 """
 
 from __future__ import annotations
@@ -30,13 +44,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.events = Counter("dpdau_events_ingested", "Events acknowledged (durable)", registry=r)
-        self.rejected = Counter("dpdau_requests_rejected", "Requests refused", ["reason"], registry=r)
-        self.journal_seq = Gauge("dpdau_journal_seq", "Last journal sequence number", registry=r)
-        self.pending = Gauge("dpdau_journal_pending_events", "Events waiting for group commit", registry=r)
-        self.commit_groups = Gauge("dpdau_journal_commit_groups", "Group commits since start", registry=r)
         self.mailbox = Gauge("dpdau_mailbox_depth", "Messages waiting in actor mailboxes", ["actor"], registry=r)
-        self.day_actors = Gauge("dpdau_day_actors", "Day actors running", registry=r)
         self.releases = Gauge("dpdau_releases", "Releases in the release log", registry=r)
         self.crashes = Gauge(
             "dpdau_actor_crashes", "Actor crashes (each restarted from its last state)", ["actor"], registry=r
@@ -75,10 +83,6 @@ class Metrics:
 
     def update(self, stats: SystemStats, budget: BudgetReportOut | None) -> None:
         self.ready.set(1 if stats.ready else 0)
-        self.journal_seq.set(stats.journal_seq)
-        self.pending.set(stats.pending_events)
-        self.commit_groups.set(stats.commit_groups)
-        self.day_actors.set(stats.day_actors)
         self.releases.set(stats.releases)
         for actor, depth in stats.mailbox_depth.items():
             self.mailbox.labels(actor).set(depth)

@@ -2,6 +2,11 @@
 
 ``OPERATIONS`` lists every route the app registers; a test fails if a route exists in one
 and not the other, and another validates live responses against these schemas.
+
+Security is not written here by hand: ``document(app)`` declares, per operation, exactly what
+``gateway/auth.py`` enforces for this app's configuration -- the route's scope as the
+requirement's role (OpenAPI 3.1 allows roles for apiKey schemes), ``[]`` for open routes, and no
+requirement at all when no key is configured (then every route is open, and the document says so).
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway import auth
 from gateway.schemas import (
     BatchIn,
+    ErasureAuditPage,
     ErasureIn,
     ErasureOut,
     ErasureSummaryOut,
     ErrorOut,
     EventIn,
     IngestOut,
+    ReadyOut,
     ReleaseConfigOut,
     ReleaseOut,
     ReleasePage,
@@ -41,6 +49,8 @@ _SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
         SeriesPage,
         ReleaseConfigOut,
         ErasureSummaryOut,
+        ErasureAuditPage,
+        ReadyOut,
     ],
     ref_template=_REF,
 )
@@ -93,7 +103,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("get", "/mau"): {
-        "summary": "The MAU release for the window of `window` days ending on `end`",
+        "summary": "The MAU release for the window of `window` days ending on `end` (a window other than "
+        "MAU_WINDOW_DAYS needs the admin scope: each one spends budget on every period it reads)",
         "parameters": [
             {"name": "end", "in": "query", "required": True, "schema": _DAY},
             {"name": "window", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
@@ -145,7 +156,6 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "release or refusal (not yet due, or before the schedule's start) are absent. JSON by default; "
         "`text/csv` with `format=csv` or `Accept: text/csv` (same columns as `SeriesPoint`, plus metric and "
         "window; `X-Total-Count` gives the total).",
-        "x-scope": "read",
         "parameters": [
             {"name": "metric", "in": "query", "required": True, "schema": {"enum": ["dau", "mau"]}},
             {"name": "from", "in": "query", "required": False, "schema": _DAY},
@@ -169,27 +179,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("get", "/config"): {
         "summary": "The release configuration: mechanisms, epsilon, delta, caps, window, schedule (no data)",
-        "x-scope": "read",
         "responses": {"200": _json(_ref("ReleaseConfigOut"), "Configuration"), "401": _ERROR, "503": _ERROR},
     },
     ("get", "/erasures/summary"): {
         "summary": "Admin: erasure receipts by status (exact counts; not a release)",
-        "x-scope": "admin",
         "responses": {"200": _json(_ref("ErasureSummaryOut"), "Counts by status"), "401": _ERROR, "503": _ERROR},
     },
     ("get", "/"): {
         "summary": "Redirects to the dashboard",
-        "security": [],
         "responses": {"302": {"description": "Location: /dashboard/"}},
     },
     ("get", "/dashboard"): {
         "summary": "Redirects to the dashboard",
-        "security": [],
         "responses": {"302": {"description": "Location: /dashboard/"}},
     },
     ("get", "/dashboard/{name}"): {
         "summary": "The dashboard's static files (open: they hold no data; the page fetches the JSON routes)",
-        "security": [],
         "parameters": [
             {
                 "name": "name",
@@ -211,38 +216,65 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "404": _ERROR,
         },
     },
+    ("get", "/audit/erasures"): {
+        "summary": "Admin: the erasure audit log, with the number of events each purge removed",
+        "parameters": [
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        ],
+        "responses": {"200": _json(_ref("ErasureAuditPage"), "Page"), "400": _ERROR},
+    },
     ("get", "/metrics"): {
         "summary": "Prometheus metrics",
         "responses": {
             "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
         },
     },
-    ("get", "/healthz"): {"summary": "Liveness", "security": [], "responses": {"200": _json(_OBJECT, "Alive")}},
+    ("get", "/healthz"): {"summary": "Liveness", "responses": {"200": _json(_OBJECT, "Alive")}},
     ("get", "/readyz"): {
-        "summary": "Readiness (journal replay finished)",
-        "responses": {"200": _json(_OBJECT, "Ready"), "503": _json(_OBJECT, "Not ready")},
+        "summary": "Readiness (journal replay finished); the reasons only for the admin scope",
+        "responses": {"200": _json(_ref("ReadyOut"), "Ready"), "503": _json(_ref("ReadyOut"), "Not ready")},
     },
     ("get", "/openapi.json"): {"summary": "This document", "responses": {"200": _json(_OBJECT, "OpenAPI document")}},
 }
 
 
+def _secured(op: dict[str, Any], scope: auth.RouteScope, enabled: bool) -> dict[str, Any]:
+    """The operation with the security ``gateway/auth.py`` enforces for it (module docstring)."""
+    op = {**op, "x-scope": scope}
+    if not enabled or scope == "open":
+        return {**op, "security": []}
+    roles = [] if scope == "any" else [scope]
+    responses = {**op["responses"], "401": _ERROR}
+    if scope != "any":
+        responses["403"] = _ERROR
+    return {**op, "security": [{"apiKey": roles}], "responses": responses}
+
+
 def document(app: web.Application | None = None) -> dict[str, Any]:
+    enabled = app is not None and app[auth.KEYRING].enabled
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in OPERATIONS.items():
-        paths.setdefault(path, {})[method] = op
+        scope = auth.route_scope(app, method, path) if app is not None else "admin"
+        paths.setdefault(path, {})[method] = _secured(op, scope, enabled)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "dp-dau-mau",
             "version": "0.1.0",
-            "description": "DAU/MAU under user-level differential privacy",
+            "description": "DAU/MAU under user-level differential privacy. "
+            + (
+                "Scoped API keys in X-API-Key: read (READ_API_KEY), ingest (INGEST_API_KEY), admin "
+                "(ADMIN_API_KEY, also read), every scope (API_KEY); each operation names its scope."
+                if enabled
+                else "No API key is configured on this server: every route is open."
+            ),
         },
         "servers": [{"url": "/"}],
         "components": {
             "schemas": _COMPONENTS,
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
-        "security": [{"apiKey": []}],
         "paths": paths,
     }
 

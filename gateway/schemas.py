@@ -53,9 +53,23 @@ class ReviseIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class IngestOut(msgspec.Struct):
+    """The count the client sent and an opaque receipt (the same on an idempotent replay). Never
+    a journal position: positions count every event ever ingested, exactly."""
+
     ingested: int
-    first_seq: int
-    last_seq: int
+    receipt: str
+
+
+class ReadyOut(msgspec.Struct, omit_defaults=True):
+    """Readiness; the details only for the admin scope. ``journal_seq`` is exact (it counts every
+    event ever ingested), which is why no other scope ever sees it."""
+
+    ready: bool
+    journal_seq: int | None = None
+    replaying: bool | None = None
+    writer_failed: str | None = None
+    boot_failed: str | None = None
+    restored_from_snapshot: bool | None = None
 
 
 class ErrorOut(msgspec.Struct, omit_defaults=True):
@@ -100,11 +114,28 @@ class ReleasePage(msgspec.Struct):
 
 
 class ErasureOut(msgspec.Struct):
+    """The receipt: the same fields and values for a user who existed and one who never did (how
+    much was removed is in the admin-only audit log)."""
+
+    erasure_id: str
+    status: Literal["pending", "applied", "purged"]
+    requested_at: str
+    purged_at: str | None
+
+
+class ErasureAuditOut(msgspec.Struct):
     erasure_id: str
     status: Literal["pending", "applied", "purged"]
     requested_at: str
     purged_at: str | None
     events_removed: int | None
+
+
+class ErasureAuditPage(msgspec.Struct):
+    erasures: list[ErasureAuditOut]
+    total: int
+    offset: int
+    limit: int
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -260,6 +291,15 @@ class ErasureSummaryOut(msgspec.Struct):
 
 def erasure_out(receipt: ErasureReceipt) -> ErasureOut:
     return ErasureOut(
+        erasure_id=receipt.erasure_id,
+        status=receipt.status,
+        requested_at=iso_time(receipt.requested_at) or "",
+        purged_at=iso_time(receipt.purged_at),
+    )
+
+
+def erasure_audit_out(receipt: ErasureReceipt) -> ErasureAuditOut:
+    return ErasureAuditOut(
         erasure_id=receipt.erasure_id,
         status=receipt.status,
         requested_at=iso_time(receipt.requested_at) or "",

@@ -98,7 +98,11 @@ class ServerProcess:
         }
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
-        self.http = Http(f"http://127.0.0.1:{self.port}", self.env.get("API_KEY"))
+        key = next(
+            (self.env[k] for k in ("API_KEY", "ADMIN_API_KEY", "READ_API_KEY", "INGEST_API_KEY") if self.env.get(k)),
+            None,
+        )
+        self.http = Http(f"http://127.0.0.1:{self.port}", key)  # /readyz answers any valid key
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,15 @@ Rules:
 3. The digest is computed over pseudonyms, not the request body: a hash of a raw user id on
    disk could be brute-forced back to the id.
 4. The index keeps the most recent ``kept`` keys (deterministic on replay, so live == replay).
+5. A purge (``ErasurePurged``) makes every digest recorded before it forget itself: a digest
+   over a batch that held the erased user is derived from that user, and a retry answering
+   ``replayed`` for the original batch but 422 for a changed one would tell whether the user was
+   in it. Forgetting *all* of them (not only the batches that held the user) says nothing about
+   which did. After that, a retry under an old key answers ``replayed`` whatever its body: the
+   key alone identifies the request. (The journal drops the digests of the rewritten batches;
+   ``journal.compaction``.)
+6. Keys arrive scoped by the calling API key (``gateway/auth.py`` rule 5): one client's keys are
+   not another's, so no client can probe another's batches.
 """
 
 from __future__ import annotations
@@ -25,9 +34,10 @@ from journal.events import ActivityBatchRecorded
 @dataclass(frozen=True, slots=True)
 class IngestReceipt:
     ingested: int
-    first_seq: int
+    first_seq: int  # internal: journal positions never leave the service
     last_seq: int
     digest: bytes
+    receipt: str = ""  # what the client is told (``IngestService``): opaque, the same on a replay
 
 
 class IdempotencySnapshot(msgspec.Struct, frozen=True):
@@ -63,6 +73,15 @@ class IdempotencyIndex:
         self._entries.move_to_end(event.idempotency_key)
         while len(self._entries) > self.kept:
             self._entries.popitem(last=False)
+
+    def forget_digests(self, seq: int) -> None:
+        """Rule 5, at the position of an ``ErasurePurged`` record."""
+        if seq <= self.applied_seq:
+            return
+        self.applied_seq = seq
+        for key, receipt in self._entries.items():
+            if receipt.digest:
+                self._entries[key] = IngestReceipt(receipt.ingested, receipt.first_seq, receipt.last_seq, b"")
 
     def advance(self, seq: int) -> None:
         self.applied_seq = max(self.applied_seq, seq)

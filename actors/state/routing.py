@@ -31,7 +31,8 @@ DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
 ROUTES: Mapping[type[ev.Event], tuple[Destination, ...]] = {
     ev.ActivityBatchRecorded: ("ingest", "days"),
     ev.UserErased: ("days", "releases", "erasures"),
-    ev.ErasurePurged: ("erasures",),
+    # a purge also makes the idempotency index forget its digests (idempotency rule 5)
+    ev.ErasurePurged: ("erasures", "ingest"),
     ev.BudgetCharged: ("ledger",),
     # releases and run starts also complete version-1 charges in the ledger (ledger rule 3)
     ev.Released: ("releases", "ledger"),

@@ -36,7 +36,7 @@ import structlog
 
 from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
 from actors.days import DayActor, DayView
-from actors.erasure import ErasureActor, ErasureBarrier, ListEntries, Lookup, purge_erased
+from actors.erasure import ErasureActor, ErasureBarrier, ListEntries, ListErasures, Lookup, purge_erased
 from actors.privacy import accounting
 from actors.refusals import NotReady
 from actors.release import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
@@ -431,6 +431,14 @@ class ActorSystem:
             raise RuntimeError(f"erasure {erasure_id} was journaled but is not in the book")
         return receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
 
+    async def erasure_audit(self, offset: int, limit: int) -> tuple[list[ErasureReceipt], int]:
+        """The audit log: every erasure's receipt including how many events its purge removed
+        (admin only -- receipts do not say it; see ``ErasureOut``)."""
+        self._require_ready()
+        entries, total = await self.erasure.ask_nowait(ListErasures(offset=offset, limit=limit))
+        seen, clean = self.router.days_seen_seq(), self.snapshots.clean_seq
+        return [receipt(e, seen, clean) for e in entries], total
+
     async def erasure_status(self, erasure_id: str) -> ErasureReceipt | None:
         self._require_ready()
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
@@ -441,18 +449,15 @@ class ActorSystem:
         return self.journal.head
 
     def stats(self) -> SystemStats:
-        """Numbers for /metrics (never anything per user)."""
-        stats = SystemStats(ready=self.ready, journal_seq=self.journal.head, actor_crashes=dict(self.actor_crashes))
+        """Numbers for /metrics (gateway/metrics.py says why each is safe): operational only --
+        never a journal position or a count of events, users or days with data."""
+        stats = SystemStats(ready=self.ready, actor_crashes=dict(self.actor_crashes))
         if not self.ready:
             return stats
         days = self.router.days.values()
         info = self.schedule_info()
         return msgspec.structs.replace(
             stats,
-            pending_events=self.committer.pending_events,
-            dispatched_seq=self.committer.dispatched_seq,
-            commit_groups=self.committer.stats.groups,
-            day_actors=len(self.router.days),
             mailbox_depth={
                 "day_total": sum(a.depth for a in days),
                 "day_max": max((a.depth for a in days), default=0),
@@ -461,7 +466,6 @@ class ActorSystem:
                 "erasure": self.erasure.depth,
             },
             releases=len(self.release_actor.book.log),
-            journal=self.journal.stats(),
             scheduled=info.scheduled,
             refused=info.refused,
             schedule_failures=self.scheduler.stats.failures if self.scheduler is not None else 0,
@@ -483,20 +487,15 @@ class ScheduleInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Operational numbers for /metrics (aggregate; never anything per user)."""
+    """Operational numbers for /metrics (aggregate; never anything per user, per day, or a count
+    of events)."""
 
     ready: bool
-    journal_seq: int
     actor_crashes: dict[str, int]
-    pending_events: int = 0
-    dispatched_seq: int = 0
-    commit_groups: int = 0
-    day_actors: int = 0
     mailbox_depth: dict[str, int] = {}
     releases: int = 0
-    journal: dict[str, int] = {}  # the backend's own numbers (SQLite: index_watermark)
-    scheduled: dict[str, int] = {}  # scheduled publications made, per metric
-    refused: dict[str, int] = {}  # scheduled publications refused by the budget, per metric
+    scheduled: dict[str, int] = {}  # scheduled publications made, per metric (public: /releases, /series)
+    refused: dict[str, int] = {}  # scheduled publications refused by the budget, per metric (public: /series)
     schedule_failures: int = 0
 
 

@@ -9,11 +9,17 @@ Rules:
 3. With several writers (workers sharing a PostgreSQL journal) the first attempt may have been
    journaled by another process that this one has not yet followed: the journal refuses the
    duplicate (``DuplicateRequest``) and the answer comes from the record it holds.
+4. The client is told the count it sent and an opaque receipt, never a journal position. With an
+   idempotency key the receipt is HMAC(journal id, key) -- the same on every replay, also after
+   a restart, and nothing about what else was ingested; without one it is random.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hmac
+import secrets
 from collections.abc import Callable
 
 import numpy as np
@@ -47,7 +53,7 @@ class IngestService:
             digest = batch_digest(keys, days, ops, metadata)
             previous = await self._previous(idempotency_key, digest)
             if previous is not None:
-                return previous, True
+                return dataclasses.replace(previous, receipt=self.receipt_for(idempotency_key)), True
         event = ev.ActivityBatchRecorded.from_arrays(
             keys,
             days,
@@ -64,11 +70,18 @@ class IngestService:
             (stored,) = await future
         except DuplicateRequest:
             assert idempotency_key is not None
-            return await self._journaled(idempotency_key, digest), True
+            journaled = await self._journaled(idempotency_key, digest)
+            return dataclasses.replace(journaled, receipt=self.receipt_for(idempotency_key)), True
         finally:
             if idempotency_key is not None:
                 self._inflight.pop(idempotency_key, None)
-        return IngestReceipt(len(ops), stored.seq, stored.last_seq, digest), False
+        receipt = self.receipt_for(idempotency_key) if idempotency_key is not None else secrets.token_hex(12)
+        return IngestReceipt(len(ops), stored.seq, stored.last_seq, digest, receipt), False
+
+    def receipt_for(self, idempotency_key: str) -> str:
+        """Rule 4 (the journal id is shared by every process on one journal: the same receipt)."""
+        secret = self.committer.journal.journal_id.encode()
+        return hmac.digest(secret, b"receipt:" + idempotency_key.encode(), "sha256")[:12].hex()
 
     async def _journaled(self, key: str, digest: bytes) -> IngestReceipt:
         """Rule 3: the record another writer journaled under ``key``."""

@@ -124,3 +124,30 @@ def test_running_on_postgresql_lines_work_verbatim(pg_server):
         import shutil
 
         shutil.rmtree(cluster, ignore_errors=True)
+
+
+def test_keys_and_scopes_lines_work_verbatim(tmp_path):
+    """The README's "Keys and scopes" example: the server started with the documented keys, each
+    curl line as written; a line commented ``# 403`` must be refused for its scope."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("**Keys and scopes.**", 1)[1].split("\n## ", 1)[0]
+    blocks = [
+        [ln.strip() for ln in b.splitlines() if ln.strip()] for b in re.findall(r"```sh\n(.*?)```", section, re.S)
+    ]
+    (run,), curls = blocks[0], blocks[1]
+    assert run.endswith(" make run")
+    env = dict(item.split("=", 1) for item in run.removesuffix(" make run").split())
+    assert set(env) == {"READ_API_KEY", "INGEST_API_KEY", "ADMIN_API_KEY"}
+    with ServerProcess(tmp_path / "data", env) as server:
+        for command in curls:
+            command = command.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+            out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, (command, out.stderr)
+            body = json.loads(out.stdout)
+            if "# 403" in command:
+                assert body["error"] == "forbidden" and body["scope"] == "admin", (command, body)
+            else:
+                assert "error" not in body, (command, body)
+            if "/readyz" in command:
+                assert body == {"ready": True}
+        assert "NO API KEY IS CONFIGURED" not in server.log()

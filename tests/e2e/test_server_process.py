@@ -39,7 +39,7 @@ def test_sigkill_then_restart_keeps_every_acknowledged_event_and_release(tmp_pat
             status, after, _ = http.get(path)
             assert status == 200 and after == before  # never re-drawn
         status, ready, _ = http.get("/readyz")
-        assert ready["journal_seq"] >= max(b["last_seq"] for b in acked.values())
+        assert ready["journal_seq"] >= 20 * 100  # every acknowledged batch survived the kill (admin view)
         for i in range(20):  # retries after the crash are recognised, not applied twice
             status, body, headers = http.post(
                 "/event", batch(f"b{i}-", ["2025-05-01", "2025-05-02"], range(50)), headers={"Idempotency-Key": f"k{i}"}
@@ -109,7 +109,7 @@ def test_sigterm_drains_snapshots_and_restarts_from_the_snapshot(tmp_path):
         assert snaps, server.log()
         server.start()
         assert "from_snapshot=" in server.log() and "from_snapshot=None" not in server.log().split("stopping")[-1]
-        assert server.http.get("/readyz")[1]["journal_seq"] == body["last_seq"]
+        assert server.http.get("/readyz")[1]["journal_seq"] == body["ingested"] == 300
     finally:
         server.__exit__()
 
@@ -185,7 +185,9 @@ def test_erased_user_is_physically_purged_from_every_file(tmp_path):
         while receipt["status"] != "purged" and time.monotonic() < deadline:
             time.sleep(0.2)
             receipt = http.get(f"/erasure/{receipt['erasure_id']}")[1]
-        assert receipt["status"] == "purged" and receipt["events_removed"] == len(days)
+        assert receipt["status"] == "purged" and "events_removed" not in receipt  # the same for anyone
+        audit = {e["erasure_id"]: e for e in server.http.get("/audit/erasures")[1]["erasures"]}
+        assert audit[receipt["erasure_id"]]["events_removed"] == len(days)
         secret = (data / "secret").read_text().strip().encode()
         pseudo = Pseudonymizer(secret)
         gone, kept = pseudo.key("erase-me"), pseudo.key("keep-me")

@@ -19,7 +19,7 @@ from tests.support import free_port
 
 # String settings that take any text (a bad one is found where it is used: HOST at bind, DATA_DIR
 # before start, JOURNAL_URL by its parser); every other string setting must be listed with a bad value.
-FREE_TEXT = {"HOST", "DATA_DIR", "API_KEY", "JOURNAL_URL"}
+FREE_TEXT = {"HOST", "DATA_DIR", "API_KEY", "READ_API_KEY", "INGEST_API_KEY", "ADMIN_API_KEY", "JOURNAL_URL"}
 BAD_TEXT = {
     "HASH_SALT_SECRET": "short",
     "DPDAU_ENV": "staging",

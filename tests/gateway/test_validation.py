@@ -107,7 +107,9 @@ async def test_idempotency_key_rules(tmp_path):
             "/event", json={"events": [GOOD, {**GOOD, "user_id": "u-2"}]}, headers={"Idempotency-Key": "abc"}
         )
         assert first.status == again.status == 200
-        assert await first.json() == await again.json() == {"ingested": 2, "first_seq": 1, "last_seq": 2}
+        body = await first.json()
+        assert await again.json() == body and set(body) == {"ingested", "receipt"} and body["ingested"] == 2
+        assert len(body["receipt"]) == 24 and body["receipt"] not in ("1", "2")  # opaque, no position
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert system.journal.head == 2
         other = await client.post("/event", json=GOOD, headers={"Idempotency-Key": "abc"})
