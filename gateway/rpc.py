@@ -13,15 +13,18 @@ Rules:
 3. Errors are the HTTP error table (``errors.ERRORS``, ``BadRequest``) mapped to gRPC status
    codes (``STATUS``); the details are the same JSON error body; ``Retry-After`` becomes the
    trailing metadata ``retry-after``. Anything unmapped is logged and answered INTERNAL.
-4. With ``API_KEY`` set every method needs the metadata ``x-api-key`` (constant-time compare),
-   as every HTTP route but ``/healthz`` needs ``X-API-Key``.
+4. Scoped keys exactly as HTTP (``gateway/auth.py``): the metadata ``x-api-key`` must grant the
+   method's scope (``SCOPES``; ``Mau`` of another window than ``MAU_WINDOW_DAYS`` needs admin);
+   none or an unknown key is UNAUTHENTICATED, the wrong scope PERMISSION_DENIED naming the scope.
+   Idempotency keys are scoped by the calling key, and ``Ingest`` answers the count sent and an
+   opaque receipt, never a journal position.
 5. Lifetime: ``attach`` adds a ``cleanup_ctx`` after the app's own, so the gRPC server starts once
    the actor system is up and stops (grace 5 s) before the system stops.
 """
 
 from __future__ import annotations
 
-import hmac
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,8 +34,9 @@ import structlog
 from aiohttp import web
 
 from actors.state.release_book import ReleaseKey
+from gateway import auth
 from gateway.app import decode_events, parse_day, to_columns
-from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
+from gateway.appkeys import CONFIG, PSEUDONYMS, SYSTEM
 from gateway.config import ConfigError
 from gateway.errors import ERRORS, BadRequest
 from gateway.schemas import ErasureIn, ErrorOut, IngestOut, erasure_out, release_out
@@ -45,6 +49,7 @@ GRPC_PORT = web.AppKey("grpc_port", int)
 STATUS: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.OUT_OF_RANGE,
@@ -52,6 +57,21 @@ STATUS: dict[int, grpc.StatusCode] = {
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+
+
+# method -> the scope it needs (auth rule 1), as the matching HTTP route
+SCOPES: dict[str, auth.Scope] = {
+    "Ingest": "ingest",
+    "Dau": "read",
+    "Mau": "read",
+    "Budget": "read",
+    "Erase": "ingest",
+    "ErasureStatus": "ingest",
+}
+# (scopes, client) of the caller of the call being handled (each call runs in its own task)
+_GRANTED: contextvars.ContextVar[tuple[frozenset[str], str]] = contextvars.ContextVar(
+    "dpdau_granted", default=(frozenset(auth.SCOPES), "open")
+)
 
 
 class DayIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,12 +109,11 @@ def handlers(app: web.Application) -> dict[str, Handler]:
         events = decode_events(raw, cfg)
         keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
         idem = dict(context.invocation_metadata() or ()).get("idempotency-key")
-        receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=idem)
+        scoped = None if idem is None else f"{_caller(context)[1]}:{idem}"
+        receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
         if replayed:
             context.set_trailing_metadata((("idempotent-replayed", "true"),))
-        else:
-            app[METRICS].events.inc(receipt.ingested)
-        return IngestOut(receipt.ingested, receipt.first_seq, receipt.last_seq)
+        return IngestOut(receipt.ingested, receipt.receipt)
 
     async def dau(raw: bytes, context: Any) -> object:
         day = parse_day(_decode(raw, DayIn).day, "day")
@@ -106,6 +125,8 @@ def handlers(app: web.Application) -> dict[str, Handler]:
         window = cfg.mau_window_days if body.window is None else body.window
         if not 1 <= window <= cfg.max_window_days:
             raise BadRequest(400, "invalid_window", f"window must be an integer in 1..{cfg.max_window_days}", "window")
+        if window != cfg.mau_window_days and "admin" not in _caller(context)[0]:
+            raise auth.Forbidden("admin")
         return release_out(await app[SYSTEM].release(ReleaseKey.mau(parse_day(body.end, "end"), window)))
 
     async def budget(raw: bytes, context: Any) -> object:
@@ -131,8 +152,14 @@ def handlers(app: web.Application) -> dict[str, Handler]:
     }
 
 
+def _caller(context: Any) -> tuple[frozenset[str], str]:
+    return _GRANTED.get()
+
+
 def _error(exc: Exception) -> tuple[int, dict[str, Any], int | None]:
     """(HTTP status, JSON error body, retry-after) exactly as the HTTP error middleware answers."""
+    if isinstance(exc, auth.Forbidden):
+        return 403, msgspec.to_builtins(ErrorOut("forbidden", f"this call needs the {exc.scope!r} scope", None)), None
     if isinstance(exc, BadRequest):
         return exc.status, msgspec.to_builtins(ErrorOut(exc.code, exc.detail, exc.field)), None
     for cls in type(exc).__mro__:
@@ -146,12 +173,20 @@ def _error(exc: Exception) -> tuple[int, dict[str, Any], int | None]:
 
 def _method(app: web.Application, name: str, handler: Handler) -> grpc.RpcMethodHandler:
     async def behaviour(raw: bytes, context: Any) -> bytes:
-        expected = app[CONFIG].gateway.api_key
-        if expected:  # rule 4
+        keyring = app[auth.KEYRING]
+        if keyring.enabled:  # rule 4
             given = dict(context.invocation_metadata() or ()).get("x-api-key", "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                body = msgspec.to_builtins(ErrorOut("unauthorized", "missing or wrong x-api-key", None))
+            granted = keyring.scopes_of(given) if given else None
+            if granted is None:
+                body = msgspec.to_builtins(ErrorOut("unauthorized", "missing or unknown x-api-key", None))
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, msgspec.json.encode(body).decode())
+                raise AssertionError("unreachable: abort raises")
+            scope = SCOPES[name]
+            if scope not in granted[0]:
+                body = {**msgspec.to_builtins(ErrorOut("forbidden", f"this call needs the {scope!r} scope", None))}
+                body["scope"] = scope
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, msgspec.json.encode(body).decode())
+            _GRANTED.set((frozenset(granted[0]), granted[1]))
         try:
             return msgspec.json.encode(await handler(raw, context))
         except Exception as exc:

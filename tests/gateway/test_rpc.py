@@ -105,3 +105,33 @@ async def test_a_key_is_required_when_api_key_is_set(tmp_path):
                 assert json.loads(caught.value.details())["error"] == "unauthorized"
             finally:
                 await other.channel.close()
+
+
+async def test_grpc_methods_need_the_scope_of_their_http_route(tmp_path):
+    keys = {"READ_API_KEY": "r" * 32, "INGEST_API_KEY": "i" * 32, "ADMIN_API_KEY": "a" * 32}
+    app = create_app(make_config(tmp_path, **keys))
+    rpc.attach(app, "127.0.0.1", 0)
+    async with TestClient(TestServer(app, host="127.0.0.1")):
+        await app[SYSTEM].wait_ready()
+        port = app[rpc.GRPC_PORT]
+        reader, ingester, admin = (Client(port, keys[k]) for k in ("READ_API_KEY", "INGEST_API_KEY", "ADMIN_API_KEY"))
+        try:
+            out = await ingester.call("Ingest", {"user_id": "u", "op": "+", "day": "2025-07-03"})
+            assert set(out) == {"ingested", "receipt"}  # no journal position over gRPC either
+            for client, method, body in [
+                (reader, "Ingest", {"user_id": "u", "op": "+", "day": "2025-07-03"}),
+                (ingester, "Dau", {"day": "2025-07-03"}),
+                (reader, "Mau", {"end": "2025-07-03", "window": 7}),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.call(method, body)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+                assert json.loads(info.value.details())["error"] == "forbidden"
+            assert (await reader.call("Mau", {"end": "2025-07-03"}))["window"] == 30
+            assert (await admin.call("Mau", {"end": "2025-07-03", "window": 7}))["window"] == 7
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await Client(port, "nope").call("Dau", {"day": "2025-07-03"})
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            for c in (reader, ingester, admin):
+                await c.channel.close()
