@@ -38,6 +38,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/audit/erasures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Admin: the erasure audit log, with the number of events each purge removed */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    offset?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Page */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErasureAuditPage"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/budget": {
         parameters: {
             query?: never;
@@ -587,7 +635,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The MAU release for the window of `window` days ending on `end` */
+        /** The MAU release for the window of `window` days ending on `end` (a window other than MAU_WINDOW_DAYS needs the admin scope: each one spends budget on every period it reads) */
         get: {
             parameters: {
                 query: {
@@ -734,7 +782,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness (journal replay finished) */
+        /** Readiness (journal replay finished); the reasons only for the admin scope */
         get: {
             parameters: {
                 query?: never;
@@ -750,7 +798,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["ReadyOut"];
                     };
                 };
                 /** @description Not ready */
@@ -759,7 +807,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["ReadyOut"];
                     };
                 };
             };
@@ -970,15 +1018,34 @@ export interface components {
         BatchIn: {
             events: components["schemas"]["EventIn"][];
         };
+        /** ErasureAuditOut */
+        ErasureAuditOut: {
+            erasure_id: string;
+            events_removed: number | null;
+            purged_at: string | null;
+            requested_at: string;
+            /** @enum {unknown} */
+            status: "applied" | "pending" | "purged";
+        };
+        /** ErasureAuditPage */
+        ErasureAuditPage: {
+            erasures: components["schemas"]["ErasureAuditOut"][];
+            limit: number;
+            offset: number;
+            total: number;
+        };
         /** ErasureIn */
         ErasureIn: {
             /** @description Your user id; pseudonymised at the gateway, never stored */
             user_id: string;
         };
-        /** ErasureOut */
+        /**
+         * ErasureOut
+         * @description The receipt: the same fields and values for a user who existed and one who never did (how
+         *     much was removed is in the admin-only audit log).
+         */
         ErasureOut: {
             erasure_id: string;
-            events_removed: number | null;
             purged_at: string | null;
             requested_at: string;
             /** @enum {unknown} */
@@ -1011,11 +1078,14 @@ export interface components {
             /** @description Your user id; pseudonymised at the gateway, never stored */
             user_id: string;
         };
-        /** IngestOut */
+        /**
+         * IngestOut
+         * @description The count the client sent and an opaque receipt (the same on an idempotent replay). Never
+         *     a journal position: positions count every event ever ingested, exactly.
+         */
         IngestOut: {
-            first_seq: number;
             ingested: number;
-            last_seq: number;
+            receipt: string;
         };
         /**
          * NoiseParams
@@ -1043,6 +1113,24 @@ export interface components {
             sigma: number | null;
             /** @default null */
             step: number | null;
+        };
+        /**
+         * ReadyOut
+         * @description Readiness; the details only for the admin scope. ``journal_seq`` is exact (it counts every
+         *     event ever ingested), which is why no other scope ever sees it.
+         */
+        ReadyOut: {
+            /** @default null */
+            boot_failed: string | null;
+            /** @default null */
+            journal_seq: number | null;
+            ready: boolean;
+            /** @default null */
+            replaying: boolean | null;
+            /** @default null */
+            restored_from_snapshot: boolean | null;
+            /** @default null */
+            writer_failed: string | null;
         };
         /**
          * ReleaseConfigOut
