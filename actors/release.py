@@ -288,9 +288,8 @@ class ReleaseActor(Actor):
         await self._quote(metric, reads, cal.charge)  # refuse before reading or drawing anything
         sketch = s.sketch  # set (exact), theta, hllpp: the registry's kind, never named here
         views, seen = await self.days.views(periods.window_days(end, window), not sketch.exact)
-        summary = await anyio.to_thread.run_sync(
-            sketches.summarize, [v.members for v in views], sketch, [v.sketch for v in views]
-        )
+        days = [v.members for v in views]
+        summary = await anyio.to_thread.run_sync(sketches.summarize, days, sketch, [v.sketch for v in views])
         noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
 
         async def prepare() -> list[ev.Event]:
@@ -302,10 +301,10 @@ class ReleaseActor(Actor):
             purpose: ChargePurpose = "revision" if revision else "release"
             quote = await self._quote(metric, reads, cal.charge)  # rule 4: under the lock, again
             erased, _ = pending_erasures(self.feed, None, after=seen)
-            gone = int(membership.contains(summary.members, erased).sum()) if len(erased) else 0
-            if sketch.exact:
+            gone = sketches.present(days, erased)  # by exact membership (sketches interface rule 4)
+            if summary.exact is not None:
                 noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
-            else:  # erased users leave by their exact membership (sketches interface rule 4)
+            else:
                 noisy = mechanisms.release_sketch(
                     cal, summary.estimate - gone, summary.lower - gone, summary.upper - gone, noise_value
                 )

@@ -217,14 +217,6 @@ def sketches(sk: dict, out: Path) -> list[Path]:
         for impl, marker in zip(sk["impls"], "os^v", strict=False):
             rows = [r for r in scaling if r["impl"] == impl]
             ax.plot([r["dau"] for r in rows], [r[key] for r in rows], marker=marker, label=impl)
-            if key == "release_ms" and impl in inexact:
-                ax.plot(
-                    [r["dau"] for r in rows],
-                    [r["union_ms"] for r in rows],
-                    marker=marker,
-                    linestyle=":",
-                    label=f"{impl}: sketch union alone",
-                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("DAU (members per day)")

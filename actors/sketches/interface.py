@@ -12,8 +12,10 @@ Rules:
    Only an exact kind keeps the release at user-level sensitivity 1; an inexact kind carries the
    ``guarantee`` its releases state instead of the mechanism's, and its own ``bounds()``
    (``BOUND_STD_DEVS``) widen the published interval (``mechanisms.release_estimate``).
-4. A summary always computes the exact union as well (``UnionSummary.members``): the release
-   removes users erased while it was computing by their exact membership, never by guesswork.
+4. A release removes users erased while it was computing by their exact membership in the
+   window's days (``present``), never by guesswork -- and without building the exact union: for
+   an inexact kind ``summarize`` reads only the sketches, so a release costs the sketch union
+   (a millisecond), not a merge of every member of the window (a second at 1M DAU, measured).
 """
 
 from __future__ import annotations
@@ -75,24 +77,30 @@ class SketchKind(Protocol):
 
 @dataclass(frozen=True)
 class UnionSummary:
-    exact: int  # |union|, always computed (rule 4)
-    estimate: float  # what the release reports before noise (== exact for an exact kind)
+    estimate: float  # what the release reports before noise
     lower: float
     upper: float
-    members: np.ndarray  # the exact union (erasure adjustment at commit time)
+    exact: int | None  # |union| for an exact kind (== estimate); None for a sketch (rule 4)
 
 
 def summarize(
     days: Sequence[np.ndarray], kind: SketchKind, sketches: Sequence[Sketch | None] | None = None
 ) -> UnionSummary:
-    """Union of the given days' member arrays and, for an inexact kind, its sketch estimate.
-    ``sketches`` are the days' cached sketches where available (built here otherwise)."""
-    members = membership.union(list(days))
-    n = len(members)
-    if kind.exact:  # the exact union *is* the exact kind's union: no second pass
-        return UnionSummary(n, float(n), float(n), float(n), members)
+    """The window's union estimate and bounds from its days' sketches (``sketches``: the days'
+    cached sketches where available, built here from the members otherwise)."""
     cached = list(sketches) if sketches is not None else [None] * len(days)
     parts = [s if s is not None else kind.build(d) for s, d in zip(cached, days, strict=True)]
     union = kind.union(parts)
+    estimate = union.estimate()
     lower, upper = union.bounds()
-    return UnionSummary(n, union.estimate(), lower, upper, members)
+    return UnionSummary(estimate, lower, upper, round(estimate) if kind.exact else None)
+
+
+def present(days: Sequence[np.ndarray], keys: np.ndarray) -> int:
+    """How many of ``keys`` (sorted unique) are members of at least one of ``days`` (rule 4)."""
+    if len(keys) == 0:
+        return 0
+    hit = np.zeros(len(keys), dtype=bool)
+    for members in days:
+        hit |= membership.contains(members, keys)
+    return int(hit.sum())
