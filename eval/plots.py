@@ -177,8 +177,15 @@ def sketches(sk: dict, out: Path) -> list[Path]:
     for impl, marker in zip(inexact, "os^v", strict=False):
         rows = [r for r in sk["rows"] if r["impl"] == impl]
         lg = [r["lg_k"] for r in rows]
-        ax.plot(lg, [100 * r["rms_rel_error"] for r in rows], marker=marker, label=f"{impl}: RMS relative error")
-        ax.plot(lg, [100 * r["rse_theory"] for r in rows], linestyle="--", alpha=0.6, label=f"{impl}: theory")
+        (line,) = ax.plot(lg, [100 * r["rms_rel_error"] for r in rows], marker=marker, label=f"{impl}: RMS rel. error")
+        ax.plot(
+            lg,
+            [100 * r["rse_theory"] for r in rows],
+            linestyle="--",
+            alpha=0.6,
+            color=line.get_color(),
+            label=f"{impl}: theory",
+        )
     ax.axhline(
         100 * sk["gaussian_noise_std_mau"] / sk["mean_mau"],
         color="tab:purple",
