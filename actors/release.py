@@ -3,8 +3,10 @@
 Rules:
 1. No value leaves this module before its ``Released`` record is journaled: the reply is read
    back from the book after the commit that contains it (and its charge) was dispatched.
-2. Noise is drawn here (through ``mechanisms``) and nowhere else, after the accountant has
-   quoted the charge as affordable -- a refused release draws nothing and charges nothing. The
+2. Noise is taken here and nowhere else, after the accountant has quoted the charge as
+   affordable -- a refused release takes nothing and charges nothing. It is taken from the noise
+   pool (``actors/noise_pool.py``), drawn there ahead of time through ``mechanisms``, so the time
+   this actor takes does not depend on the noise's magnitude. The
    charge goes to every accounting period the release reads (``periods.periods_read``; a
    counter run: ``periods.counter_run_reads``), and the quote checks every one of them.
 3. A key that already has a release is answered from the book, free. A revision is the only way
@@ -46,10 +48,11 @@ import numpy as np
 from actors import sketches
 from actors.accountant import AccountantActor, Quote, QuoteCharge, statement
 from actors.days import DayView
+from actors.noise_pool import NoisePool
 from actors.privacy import accounting, counters, flippancy, mechanisms
 from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.runtime import Actor, Ask
-from actors.settings import COUNTER_MECHANISMS, EngineSettings, IndependentMechanism
+from actors.settings import COUNTER_MECHANISMS, METRICS, EngineSettings, IndependentMechanism
 from actors.state import membership, periods, schedule
 from actors.state.release_book import ReleaseBook, ReleaseKey, ReleaseSnapshot
 from actors.state.schedule import Slot
@@ -117,8 +120,10 @@ class ReleaseActor(Actor):
         accountant: AccountantActor,
         clock: Callable[[], dt.datetime],
         on_run_finished: Callable[[str], None] = lambda run_id: None,
+        noise: NoisePool | None = None,
     ) -> None:
         super().__init__("release", capacity)
+        self.noise = noise if noise is not None else NoisePool()
         self.book = book
         self.settings = settings
         self.committer = committer
@@ -290,7 +295,7 @@ class ReleaseActor(Actor):
         views, seen = await self.days.views(periods.window_days(end, window), not sketch.exact)
         days = [v.members for v in views]
         summary = await anyio.to_thread.run_sync(sketches.summarize, days, sketch, [v.sketch for v in views])
-        noise_value = mechanisms.draw(cal)  # rule 2: only after the quote
+        noise_value = await self.noise.take(cal)  # rule 2: only after the quote; drawn ahead of time
 
         async def prepare() -> list[ev.Event]:
             if scheduled_lag is not None and self._fed(lambda e: _done_slot(e, key, scheduled_lag)):
@@ -345,7 +350,10 @@ class ReleaseActor(Actor):
         while run.t < target:  # another process may step it too (rule 4): re-read each time
             await self._step(run, metric, period, scheduled_lag if run.t + 1 == target else None)
 
-    async def _start_run(self, metric: Metric, period: periods.Period, kind: CounterKind) -> None:
+    async def run_plan(
+        self, metric: Metric, period: periods.Period, kind: CounterKind
+    ) -> tuple[float, counters.CounterPlan]:
+        """The run epsilon and plan of ``metric``'s counter run over ``period`` (data-independent)."""
         s = self.settings
         configured = s.counter_epsilon(metric)
         if configured is not None:
@@ -357,10 +365,30 @@ class ReleaseActor(Actor):
         plan = await anyio.to_thread.run_sync(
             mechanisms.counter_plan, kind, period.days, s.w_bound, epsilon, s.delta, s.lattice_bits
         )
+        return epsilon, plan
+
+    async def plan_ahead(self, today: int) -> None:
+        """Have the noise of the counter runs of this period and the next drawn ahead (noise pool
+        rule 4), and the independent calibrations registered (rule 3)."""
+        s = self.settings
+        for metric in METRICS:
+            mechanism = s.mechanism(metric)
+            self.noise.register(mechanisms.calibrate(_independent_of(mechanism), s.epsilon(metric), s.delta))
+            if mechanism == "sqrt" or mechanism == "tree":
+                this = periods.period_of(today, s.privacy_period)
+                for period in (this, periods.period_of(this.last_day + 1, s.privacy_period)):
+                    _, plan = await self.run_plan(metric, period, mechanism)
+                    self.noise.register_counter(plan)
+
+    async def _start_run(self, metric: Metric, period: periods.Period, kind: CounterKind) -> None:
+        s = self.settings
+        epsilon, plan = await self.run_plan(metric, period, kind)
         charge = mechanisms.counter_charge(plan)
         reads = periods.counter_run_reads(period, self._default_window(metric), s.privacy_period)
         quote = await self._quote(metric, reads, charge)
-        noise_vector = counters.draw_counter_noise(plan)  # drawn once per run, kept secret
+        noise_vector = await self.noise.take_counter(plan)  # once per run, kept secret, drawn ahead
+        nxt = periods.period_of(period.last_day + 1, s.privacy_period)
+        self.noise.register_counter((await self.run_plan(metric, nxt, kind))[1])  # the next run's, ahead
         charged = self._charge_event(metric, period, reads, charge, epsilon, "counter_run")
         started = ev.CounterStarted(
             run_id=uuid.uuid4().hex,

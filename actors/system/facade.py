@@ -37,6 +37,7 @@ import structlog
 from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
 from actors.days import DayActor, DayView
 from actors.erasure import ErasureActor, ErasureBarrier, ListEntries, ListErasures, Lookup, purge_erased
+from actors.noise_pool import NoisePool
 from actors.privacy import accounting
 from actors.refusals import NotReady
 from actors.release import ReleaseActor, ReleaseBarrier, RequestRelease, RequestRevision
@@ -172,6 +173,7 @@ class ActorSystem:
     def _spawn(self, world: World) -> None:
         s = self.settings
         self.supervisor = Supervisor(self._tg, on_crash=self._count_crash)
+        self.noise = NoisePool()  # release noise drawn ahead of time (actors/noise_pool.py)
         self.committer = Committer(
             self.journal,
             lambda records: self.router.dispatch(records),
@@ -197,6 +199,7 @@ class ActorSystem:
             accountant=self.accountant,
             clock=self.clock,
             on_run_finished=self._run_finished,
+            noise=self.noise,
         )
         self.scheduler = Scheduler(s, self.clock, self.release_actor) if s.scheduled else None
         self.router = Router(
@@ -236,6 +239,8 @@ class ActorSystem:
         with self._bg_scope:
             async with anyio.create_task_group() as bg:
                 bg.start_soon(anyio.to_thread.run_sync, accounting.warm_up, name="warm-accounting")
+                bg.start_soon(self.noise.refill_loop, name="noise-pool")  # noise drawn off the request path
+                bg.start_soon(self._plan_noise_ahead, name="noise-plans")
                 if self.topology.writes:  # a shard only reads (topology rule 2)
                     bg.start_soon(self.erasure.purge_loop, name="purge")
                 bg.start_soon(loops.journal_housekeeping, self.journal, self.committer, name="journal-housekeeping")
@@ -251,6 +256,13 @@ class ActorSystem:
                     bg.start_soon(loops.follow_journal, self.journal, self.committer, name="follow")
                 if self.scheduler is not None and self.topology.writes:
                     bg.start_soon(self.scheduler.run, name="schedule")
+
+    async def _plan_noise_ahead(self) -> None:
+        """Register this period's and the next's calibrations and counter plans with the noise
+        pool (``actors/noise_pool.py`` rules 3-4), at boot and then once a day."""
+        while True:
+            await self.release_actor.plan_ahead(periods.today(self.clock(), self.settings.tz))
+            await anyio.sleep(86_400)
 
     async def _shutdown(self) -> None:
         self._bg_scope.cancel()

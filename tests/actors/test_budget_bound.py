@@ -134,29 +134,21 @@ async def test_the_default_schedule_runs_end_to_end_and_january_is_charged_exact
 # -- refusal names the period, before any noise ------------------------------------------------
 
 
-@pytest.fixture
-def count_draws(monkeypatch):
-    drawn: list[int] = []
-    real = mechanisms.draw
-    monkeypatch.setattr(mechanisms, "draw", lambda cal, rng=None: drawn.append(1) or real(cal))
-    return drawn
-
-
-async def test_a_window_reaching_into_a_spent_period_is_refused_naming_that_period(tmp_path, count_draws):
+async def test_a_window_reaching_into_a_spent_period_is_refused_naming_that_period(tmp_path):
     # Two DAU releases (0.43) fit under 0.55, a MAU release (0.5) alone too, but not both together.
     engine = engine_settings(period_budget_total=0.55, dau_budget_total=10, mau_budget_total=10)
     jan, feb10 = day("2025-01-01"), day("2025-02-10")
     async with running_system(tmp_path, engine) as system:
         await system.release(("dau", jan + 3, 1))
         await system.release(("dau", jan + 4, 1))
-        drawn = len(count_draws)
+        taken = system.noise.taken
         with pytest.raises(BudgetExhausted) as info:
             await system.release(("mau", feb10, 30))  # reads 12 Jan .. 10 Feb
         body = info.value.body
         assert body["accounting_period"] == "2025-01" and body["cap"] == "PERIOD_BUDGET_TOTAL"
         assert body["epsilon_after_release"] > 0.55 >= body["epsilon_spent"]
         assert body["next_reset"] == "2025-02-01" and "2025-01" in str(info.value)
-        assert len(count_draws) == drawn  # nothing drawn
+        assert system.noise.taken == taken  # no noise taken for it
         assert len(system.accountant.ledger.records) == 2  # nothing charged
         ok = await system.release(("mau", feb10, 7))  # reads February only
         assert ok.accounting_period == "2025-02"
@@ -183,16 +175,16 @@ async def test_a_counter_run_is_charged_to_the_period_its_first_windows_read(tmp
         assert october.metrics["mau"].charges == 1
 
 
-async def test_user_epsilon_limit_refuses_once_the_lifetime_composition_would_exceed_it(tmp_path, count_draws):
+async def test_user_epsilon_limit_refuses_once_the_lifetime_composition_would_exceed_it(tmp_path):
     engine = engine_settings(user_epsilon_limit=0.45)
     async with running_system(tmp_path, engine) as system:
         await system.release(("dau", day("2025-01-05"), 1))
         await system.release(("dau", day("2025-04-05"), 1))  # another period: still the same user
-        drawn = len(count_draws)
+        taken = system.noise.taken
         with pytest.raises(BudgetExhausted) as info:
             await system.release(("dau", day("2025-07-05"), 1))
         assert info.value.body["cap"] == "USER_EPSILON_LIMIT" and info.value.body["accounting_period"] is None
-        assert info.value.body["next_reset"] is None and len(count_draws) == drawn
+        assert info.value.body["next_reset"] is None and system.noise.taken == taken
         report = await system.budget()
         assert report.lifetime.epsilon_limit == 0.45
         assert report.lifetime.epsilon_spent <= 0.45 and report.lifetime.charges == 2

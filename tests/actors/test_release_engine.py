@@ -70,10 +70,7 @@ async def test_open_period_is_refused_and_nothing_is_charged(tmp_path):
         assert system.accountant.ledger.records == []
 
 
-async def test_budget_cap_refuses_before_noise_and_charges_nothing(tmp_path, monkeypatch):
-    drawn = []
-    real = mechanisms.draw
-    monkeypatch.setattr(mechanisms, "draw", lambda cal, rng=None: drawn.append(1) or real(cal))
+async def test_budget_cap_refuses_before_noise_and_charges_nothing(tmp_path):
     engine = engine_settings(dau_budget_total=0.4)  # one release at 0.3 fits, two compose to ~0.43
     async with running_system(tmp_path, engine) as system:
         await system.release(("dau", NOV[0], 1))
@@ -83,7 +80,7 @@ async def test_budget_cap_refuses_before_noise_and_charges_nothing(tmp_path, mon
         assert body["metric"] == "dau" and body["accounting_period"] == "2025-11"
         assert body["epsilon_cap"] == 0.4 and body["epsilon_after_release"] > 0.4
         assert body["next_reset"] == "2025-12-01"
-        assert len(system.accountant.ledger.records) == 1 and len(drawn) == 1
+        assert len(system.accountant.ledger.records) == 1 and system.noise.taken == 1  # none for the refused one
         assert system.release_actor.book.latest(("dau", NOV[1], 1)) is None
         # other periods have their own budget
         assert (await system.release(("dau", day("2025-12-02"), 1))).accounting_period == "2025-12"
