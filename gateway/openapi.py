@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from actors.accountant import BudgetReportOut
 from gateway import auth
 from gateway.schemas import (
     BatchIn,
@@ -51,6 +52,7 @@ _SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
         ErasureSummaryOut,
         ErasureAuditPage,
         ReadyOut,
+        BudgetReportOut,
     ],
     ref_template=_REF,
 )
@@ -134,7 +136,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             {"name": "period", "in": "query", "required": False, "schema": {"type": "string"}},
             {"name": "periods", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         ],
-        "responses": {"200": _json(_OBJECT, "Budget report"), "400": _ERROR},
+        "responses": {"200": _json(_ref("BudgetReportOut"), "Budget report"), "400": _ERROR},
     },
     ("get", "/releases"): {
         "summary": "The release log, paged",

@@ -112,7 +112,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["BudgetReportOut"];
                     };
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
@@ -1018,6 +1018,47 @@ export interface components {
         BatchIn: {
             events: components["schemas"]["EventIn"][];
         };
+        /** BudgetReportOut */
+        BudgetReportOut: {
+            caps: components["schemas"]["Caps"];
+            /** @default null */
+            composition: components["schemas"]["Composition"] | null;
+            delta: number;
+            lifetime: components["schemas"]["Lifetime"];
+            periods: components["schemas"]["PeriodBudget"][];
+            statement: string;
+        };
+        /** Caps */
+        Caps: {
+            dau: number;
+            mau: number;
+            period_total: number;
+            user_epsilon_limit: number | null;
+        };
+        /**
+         * CombinedSpend
+         * @description Everything charged to the period (every metric, revision, counter run), composed together:
+         *     the per-user bound for activity within the period, capped by ``PERIOD_BUDGET_TOTAL``.
+         */
+        CombinedSpend: {
+            charges: number;
+            delta: number;
+            epsilon_cap: number;
+            epsilon_remaining: number;
+            epsilon_spent: number;
+        };
+        /**
+         * Composition
+         * @description The guarantee of a user whose activity lies within ``periods``: every distinct charge that
+         *     reaches any of them, each once, composed (rule 4).
+         */
+        Composition: {
+            charges: number;
+            delta: number;
+            epsilon: number;
+            meaning: string;
+            periods: string[];
+        };
         /** ErasureAuditOut */
         ErasureAuditOut: {
             erasure_id: string;
@@ -1087,6 +1128,24 @@ export interface components {
             ingested: number;
             receipt: string;
         };
+        /** Lifetime */
+        Lifetime: {
+            charges: number;
+            delta: number;
+            epsilon_limit: number | null;
+            epsilon_spent: number;
+        };
+        /**
+         * MetricSpend
+         * @description One metric's share of a period (a sub-cap): epsilon at ``delta``, tight PLD composition.
+         */
+        MetricSpend: {
+            charges: number;
+            delta: number;
+            epsilon_cap: number;
+            epsilon_remaining: number;
+            epsilon_spent: number;
+        };
         /**
          * NoiseParams
          * @description Public description of the noise (never the noise itself).
@@ -1113,6 +1172,14 @@ export interface components {
             sigma: number | null;
             /** @default null */
             step: number | null;
+        };
+        /** PeriodBudget */
+        PeriodBudget: {
+            accounting_period: string;
+            combined: components["schemas"]["CombinedSpend"];
+            metrics: {
+                [key: string]: components["schemas"]["MetricSpend"];
+            };
         };
         /**
          * ReadyOut

@@ -15,10 +15,13 @@ export async function usage(dp: DpDauClient): Promise<string[]> {
   // @ts-expect-error -- an event needs a user_id, an op and a day
   await dp.ingest({ user_id: "alice" });
   const receipt = await dp.erase("alice");
+  const budget = await dp.budget({ periods: 3 });
+  const spent: number = budget.lifetime.epsilon_spent + budget.caps.period_total;
+  const statement: string = budget.statement + String(budget.composition?.epsilon ?? spent);
   try {
     await dp.mau("2026-11-30", 7);
   } catch (err) {
     if (err instanceof DpDauError && err.status === 429) return [String(err.body.error)];
   }
-  return [words, receipt.erasure_id, String(page.total), String(interval.length + cost)];
+  return [words, statement, receipt.erasure_id, String(page.total), String(interval.length + cost)];
 }
