@@ -19,6 +19,13 @@ class NotReady(Exception):
     retry_after = 1
 
 
+class ShardsUnavailable(Refusal):
+    """A sharded release could not reach every shard at its cut (one is down, restarting, or not
+    registered yet): nothing was published or charged; retry shortly (503)."""
+
+    retry_after = 2
+
+
 class IdempotencyConflict(Exception):
     """The same Idempotency-Key with a different batch (422)."""
 

@@ -30,6 +30,11 @@ Rules:
    same paths as requests, one at a time through the same mailbox. A slot already done is
    skipped; a slot the budget cannot afford is journaled as ``ReleaseRefused`` -- nothing drawn,
    nothing charged -- and is never retried.
+8. What a release reads is the union of its window's days at one journal position ``seen``:
+   this process's day actors (``DayViews``), or -- in a gateway over shards -- the sum of every
+   shard's exact share at a journaled cut (``actors/system/cuts.py``: a user lives in exactly
+   one shard, so the sum is the exact count and the sensitivity stays 1). Noise and accounting
+   happen here, once, on that count.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import msgspec
@@ -59,6 +64,9 @@ from actors.state.schedule import Slot
 from journal import events as ev
 from journal.events import ChargePurpose, CounterKind, MechanismName, Metric
 from journal.groupcommit import Committer
+
+if TYPE_CHECKING:
+    from actors.system.cuts import ShardCounter
 
 
 class DayViews(Protocol):
@@ -121,6 +129,7 @@ class ReleaseActor(Actor):
         clock: Callable[[], dt.datetime],
         on_run_finished: Callable[[str], None] = lambda run_id: None,
         noise: NoisePool | None = None,
+        shards: ShardCounter | None = None,
     ) -> None:
         super().__init__("release", capacity)
         self.noise = noise if noise is not None else NoisePool()
@@ -131,6 +140,7 @@ class ReleaseActor(Actor):
         self.accountant = accountant
         self.clock = clock
         self.on_run_finished = on_run_finished  # shreds the run's token secret (system task)
+        self.shards = shards  # a gateway over shards counts through them (rule 8)
         self._plans: dict[str, counters.CounterPlan] = {}
 
     def apply_fed(self, item: tuple[int, object]) -> None:
@@ -292,9 +302,7 @@ class ReleaseActor(Actor):
         reads = periods.periods_read(end, window, s.privacy_period)
         await self._quote(metric, reads, cal.charge)  # refuse before reading or drawing anything
         sketch = s.sketch  # set (exact), theta, hllpp: the registry's kind, never named here
-        views, seen = await self.days.views(periods.window_days(end, window), not sketch.exact)
-        days = [v.members for v in views]
-        summary = await anyio.to_thread.run_sync(sketches.summarize, days, sketch, [v.sketch for v in views])
+        summary, seen, gone_among = await self._count(periods.window_days(end, window), sketch)
         noise_value = await self.noise.take(cal)  # rule 2: only after the quote; drawn ahead of time
 
         async def prepare() -> list[ev.Event]:
@@ -306,7 +314,7 @@ class ReleaseActor(Actor):
             purpose: ChargePurpose = "revision" if revision else "release"
             quote = await self._quote(metric, reads, cal.charge)  # rule 4: under the lock, again
             erased, _ = pending_erasures(self.feed, None, after=seen)
-            gone = sketches.present(days, erased)  # by exact membership (sketches interface rule 4)
+            gone = await gone_among(erased) if len(erased) else 0  # by exact membership (rule 5)
             if summary.exact is not None:
                 noisy = mechanisms.release_count(cal, summary.exact - gone, noise_value)
             else:
@@ -336,11 +344,49 @@ class ReleaseActor(Actor):
 
         await self._commit_locked([p.label for p in reads], prepare)
 
+    async def _count(
+        self, days: range, sketch: sketches.SketchKind
+    ) -> tuple[sketches.UnionSummary, int, Callable[[np.ndarray], Awaitable[int]]]:
+        """What a release reads (rule 8): the union of the window's days at one position ``seen``,
+        and how to tell how many of some keys (erased after ``seen``) it holds."""
+        if self.shards is not None:
+            assert sketch.exact, "a sharded release counts exact sets (sketches are refused at start)"
+            (marked,) = await self.committer.append(
+                [
+                    ev.CutMarked(
+                        cut_id=uuid.uuid4().hex,
+                        first_day=days.start,
+                        last_day=days.stop - 1,
+                        marked_at=self.clock().timestamp(),
+                    )
+                ]
+            )
+            cut = marked.event
+            assert isinstance(cut, ev.CutMarked)
+            exact, addresses = await self.shards.count(cut.cut_id, marked.seq)
+            shards = self.shards
+
+            async def among_shards(keys: np.ndarray) -> int:
+                return await shards.among(addresses, cut.cut_id, marked.seq, keys)
+
+            n = float(exact)
+            return sketches.UnionSummary(n, n, n, exact), marked.seq, among_shards
+        views, seen = await self.days.views(days, not sketch.exact)
+        members = [v.members for v in views]
+        summary = await anyio.to_thread.run_sync(sketches.summarize, members, sketch, [v.sketch for v in views])
+
+        async def among_members(keys: np.ndarray) -> int:
+            return sketches.present(members, keys)  # by exact membership (sketches interface rule 4)
+
+        return summary, seen, among_members
+
     # -- continual counters ----------------------------------------------------------------
 
     async def _counter_release(
         self, metric: Metric, day: int, period: periods.Period, kind: CounterKind, scheduled_lag: int | None = None
     ) -> None:
+        if self.shards is not None:  # refused at start too (gateway/cli.py): flip state is per user
+            raise RuntimeError("continual counters (sqrt/tree) are not available over shards")
         run = self.book.run_for(metric, period.label)
         if run is None:
             await self._start_run(metric, period, kind)

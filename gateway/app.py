@@ -7,11 +7,15 @@ Rules:
    bad request changes nothing and the server keeps serving (middlewares.py).
 3. The actor system's lifetime is the app's (``cleanup_ctx``): started before the first request
    is served, stopped gracefully -- commit, dispatch, snapshot -- after the last.
+4. What the process is in a deployment (``actors/system/topology.py``) decides its routes: a shard
+   serves only health, readiness, metrics and the internal cut route (``internal.py``); every
+   other process serves the public API, and a gateway over shards counts through them.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import io
@@ -27,11 +31,13 @@ from actors.state.periods import EPOCH_ORDINAL
 from actors.state.release_book import ReleaseKey
 from actors.system import ActorSystem
 from actors.system.boot import utcnow
+from actors.system.topology import Topology
 from gateway import auth, dashboard, openapi
-from gateway.appkeys import CONFIG, METRICS, PSEUDONYMS, SYSTEM
+from gateway.appkeys import CONFIG, INTERNAL_KEY, METRICS, PSEUDONYMS, SYSTEM, TOPOLOGY
 from gateway.config import Config
 from gateway.errors import BadRequest, error_middleware
 from gateway.identity import Pseudonymizer, open_pseudonymizer
+from gateway.internal import CutAnswer, HttpShardClient, authorised, decode_query, internal_key
 from gateway.metrics import Metrics
 from gateway.middleware import observe_middleware
 from gateway.schemas import (
@@ -65,16 +71,26 @@ def json(body: object, status: int = 200, headers: dict[str, str] | None = None)
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
 
-def create_app(config: Config, clock: Callable[[], dt.datetime] = utcnow) -> web.Application:
-    """The app; ``clock`` is the system's one clock (tests drive the schedule with a fake one)."""
+def create_app(
+    config: Config, clock: Callable[[], dt.datetime] = utcnow, topology: Topology | None = None
+) -> web.Application:
+    """The app; ``clock`` is the system's one clock (tests drive the schedule with a fake one);
+    ``topology``: what this process is in a deployment of several (rule 4)."""
     app = web.Application(
         client_max_size=config.gateway.max_body_bytes,
         middlewares=[observe_middleware, error_middleware, auth.auth_middleware],
     )
     app[CONFIG] = config
-    app[METRICS] = Metrics()
+    app[TOPOLOGY] = topology = topology or Topology()
+    app[METRICS] = Metrics(process=topology.name or "main", kind=topology.kind)
     app[auth.KEYRING] = auth.warn_if_open(config.gateway)
     app.cleanup_ctx.append(functools.partial(_actor_system, clock=clock))
+    if topology.kind == "shard":  # rule 4: health, metrics and the cut route only
+        auth.route(app, "POST", "/internal/cut", post_internal_cut, "open")  # its own key (internal.py)
+        auth.route(app, "GET", "/metrics", get_metrics, "admin")
+        auth.route(app, "GET", "/healthz", get_healthz, "open")
+        auth.route(app, "GET", "/readyz", get_readyz, "any")
+        return app
     # Every route with its scope (gateway/auth.py rule 2); /openapi.json documents the same table.
     auth.route(app, "POST", "/event", post_event, "ingest")
     auth.route(app, "GET", "/dau/{day}", get_dau, "read")
@@ -98,10 +114,19 @@ def create_app(config: Config, clock: Callable[[], dt.datetime] = utcnow) -> web
 
 async def _actor_system(app: web.Application, clock: Callable[[], dt.datetime] = utcnow) -> AsyncIterator[None]:
     cfg = app[CONFIG]
-    spec = cfg.journal
+    topology = app[TOPOLOGY]
+    spec = dataclasses.replace(cfg.journal, role=topology.name)
+    gw = cfg.gateway
+    key = internal_key(cfg.data_dir, gw.hash_salt_secret, gw.production) if topology.layout is not None else ""
+    app[INTERNAL_KEY] = key
+    client = HttpShardClient(key) if topology.kind == "gateway" else None
     with spec.lock():
-        system = ActorSystem(cfg.engine, spec, clock=clock)
+        system = ActorSystem(cfg.engine, spec, clock=clock, topology=topology, shard_client=client)
         async with system.running():
+            if topology.kind == "shard":  # holds no secret it does not need: no pseudonyms here
+                app[SYSTEM] = system
+                yield
+                return
             app[PSEUDONYMS] = open_pseudonymizer(
                 cfg.data_dir,
                 cfg.gateway.hash_salt_secret,
@@ -110,7 +135,11 @@ async def _actor_system(app: web.Application, clock: Callable[[], dt.datetime] =
                 cfg.gateway.pseudonym_cache,
             )
             app[SYSTEM] = system
-            yield
+            try:
+                yield
+            finally:
+                if client is not None:
+                    await client.close()
 
 
 # -- ingest --------------------------------------------------------------------------------
@@ -454,6 +483,22 @@ async def get_readyz(request: web.Request) -> web.Response:
             restored_from_snapshot=None if system is None else system.restored_from is not None,
         )
     return json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "1"})
+
+
+async def post_internal_cut(request: web.Request) -> web.Response:
+    """A shard's exact share of a cut (internal.py rules 1, 2): never reachable with an API key."""
+    if not authorised(request, request.app[INTERNAL_KEY]):
+        raise BadRequest(404, "not_found", "no such route")
+    try:
+        query = decode_query(await request.read())
+    except msgspec.DecodeError as exc:
+        raise BadRequest.from_msgspec(exc) from None
+    cuts = request.app[SYSTEM].cut_book()
+    if query.keys is None:
+        count = await cuts.count(query.cut_id, query.seq)
+    else:
+        count = await cuts.among(query.cut_id, query.seq, np.array(query.keys, dtype=np.int64))
+    return json(CutAnswer(count))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -18,9 +18,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -28,6 +28,9 @@ from gateway import config as config_mod
 from gateway import logs
 from gateway.auth import Scope, key_for
 from journal import faults
+
+if TYPE_CHECKING:
+    from actors.system.topology import Topology
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except (faults.FaultsInProduction, ValueError) as exc:
         return _fail(f"configuration error: {exc}", 2)
     logs.configure(production=cfg.gateway.production, level=cfg.gateway.log_level)
+    return guarded(lambda: args.func(args, cfg) or 0)
+
+
+def guarded(run: Callable[[], int]) -> int:
+    """Run a command; a failure the operator can act on becomes one line and an exit code."""
     try:
-        return args.func(args, cfg) or 0
+        return run()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line for the operator, not a traceback
@@ -119,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(from the newest snapshot) before /readyz turns true. Stop it with Ctrl-C or SIGTERM.",
         "DATA_DIR=./data dpdau serve --host 127.0.0.1 --port 8000",
         "dpdau serve --port 8000 --grpc-port 50051       # HTTP and gRPC over the same system",
+        "JOURNAL_URL=postgresql://... dpdau serve --workers 2             # two processes, one port",
+        "JOURNAL_URL=postgresql://... dpdau serve --shard 0/2 --port 9100 # shard 0 of 2 (internal)",
+        "JOURNAL_URL=postgresql://... dpdau serve --workers 2 --shards 2  # gateways over 2 shards",
     )
     s.add_argument("--host", help="address to bind (default $HOST, 127.0.0.1)")
     s.add_argument("--port", type=int, help="TCP port (default $PORT, 8000)")
@@ -127,6 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port",
         type=int,
         help="also serve the same system over gRPC on HOST:GRPC_PORT (needs the 'grpc' extra; gateway/rpc.py)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes on HOST:PORT (SO_REUSEPORT), each following the others through the shared "
+        "journal; needs JOURNAL_URL=postgresql://... (default 1)",
+    )
+    s.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run as shard I of N: hold only the pseudonym partitions p with p %% N == I, answer the gateways' "
+        "cut queries on HOST:PORT (internal), take no public requests; needs PostgreSQL",
+    )
+    s.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="run as a gateway over N shards: hold no per-day state, count every release through the shards "
+        "registered in the journal; needs PostgreSQL",
+    )
+    s.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="a shard's address as the gateways reach it (default http://HOST:PORT)",
     )
     s.set_defaults(func=cmd_serve, uses_data_dir=True)
 
@@ -280,11 +316,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
-    anyio.run(serve, cfg, args.grpc_port)
+    topology = serve_topology(args, cfg)
+    if args.workers > 1:
+        from gateway import workers
+
+        return workers.supervise(cfg, topology, args.workers, args.grpc_port)
+    anyio.run(serve, cfg, args.grpc_port, topology)
     return 0
 
 
-async def serve(cfg: config_mod.Config, grpc_port: int | None = None) -> None:
+def serve_topology(args: argparse.Namespace, cfg: config_mod.Config) -> Topology:
+    """What ``dpdau serve`` is asked to be (``actors/system/topology.py``), or a ConfigError naming
+    the flag or setting that makes it impossible (exit code 2, before anything starts)."""
+    from actors.settings import COUNTER_MECHANISMS
+    from actors.system.topology import Topology, parse_shard, shard_name
+
+    several = args.workers > 1 or args.shard is not None or args.shards is not None
+    if args.workers < 1:
+        raise config_mod.ConfigError(f"--workers {args.workers}: at least 1")
+    if several and cfg.journal.kind != "postgresql":
+        what = f"--workers {args.workers}" if args.workers > 1 else "--shard" if args.shard else "--shards"
+        raise config_mod.ConfigError(
+            f"{what} needs a journal several processes can share: set JOURNAL_URL=postgresql://... "
+            "(the SQLite journal is one process's file)"
+        )
+    if args.shard is not None and args.shards is not None:
+        raise config_mod.ConfigError("--shard I/N and --shards N: a process is a shard or a gateway over shards")
+    if args.shard is not None and args.workers > 1:
+        raise config_mod.ConfigError("--shard with --workers: a shard is one process; start one per shard")
+    if args.shards is not None and args.shards < 1:
+        raise config_mod.ConfigError(f"--shards {args.shards}: at least 1")
+    if args.shard is not None or args.shards is not None:
+        e = cfg.engine
+        for name, mechanism in (("DAU_MECHANISM", e.dau_mechanism), ("MAU_MECHANISM", e.mau_mechanism)):
+            if mechanism in COUNTER_MECHANISMS:
+                raise config_mod.ConfigError(
+                    f"{name}={mechanism} with shards: the continual counters keep per-user flip state that is not "
+                    "sharded; use gaussian or laplace"
+                )
+        if not e.sketch.exact:
+            raise config_mod.ConfigError(
+                f"SKETCH_IMPL={e.sketch_impl} with shards: shards count exact sets; use SKETCH_IMPL=set"
+            )
+    if args.shard is not None:
+        try:
+            index, count = parse_shard(args.shard)
+        except ValueError as exc:
+            raise config_mod.ConfigError(str(exc)) from None
+        host = cfg.gateway.host if cfg.gateway.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        address = args.advertise or f"http://{host}:{cfg.gateway.port}"
+        return Topology(name=shard_name(index, count), shard=(index, count), address=address)
+    return Topology(name="", shards=args.shards)
+
+
+async def serve(
+    cfg: config_mod.Config,
+    grpc_port: int | None = None,
+    topology: Topology | None = None,
+    *,
+    reuse_port: bool = False,
+) -> None:
     import structlog
     from aiohttp import web
 
@@ -301,14 +392,14 @@ async def serve(cfg: config_mod.Config, grpc_port: int | None = None) -> None:
         )
     # Bind before the journal is opened or replayed: a port in use is a configuration error
     # found in milliseconds, not after a replay. Listening starts only once the state is ready.
-    sock = bind(cfg.gateway.host, cfg.gateway.port)
-    if grpc_port is not None:  # checked here too, before anything starts (grpc would say it later)
+    sock = bind(cfg.gateway.host, cfg.gateway.port, reuse_port=reuse_port)
+    if grpc_port is not None and not reuse_port:  # checked before anything starts (grpc would say it later)
         try:
             bind(cfg.gateway.host, grpc_port, "--grpc-port").close()
         except config_mod.ConfigError:
             sock.close()
             raise
-    app = create_app(cfg)
+    app = create_app(cfg, topology=topology)
     if grpc_port is not None:
         try:
             from gateway import rpc
@@ -318,6 +409,10 @@ async def serve(cfg: config_mod.Config, grpc_port: int | None = None) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     try:
         await runner.setup()
+        if reuse_port:  # one of several workers: listen only once ready (workers.py rule 3)
+            from gateway.appkeys import SYSTEM
+
+            await app[SYSTEM].wait_ready(timeout=24 * 3600)
         site = web.SockSite(runner, sock, backlog=2048)
         try:
             await site.start()
@@ -338,9 +433,10 @@ async def serve(cfg: config_mod.Config, grpc_port: int | None = None) -> None:
         sock.close()
 
 
-def bind(host: str, port: int, setting: str = "PORT") -> socket.socket:
+def bind(host: str, port: int, setting: str = "PORT", *, reuse_port: bool = False) -> socket.socket:
     """A socket bound to HOST:PORT, not yet listening (connections are refused, as before, until the
-    state is ready), or a ConfigError naming the setting."""
+    state is ready), or a ConfigError naming the setting. ``reuse_port``: one of several workers'
+    sockets on the same address (``gateway/workers.py``)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -350,6 +446,8 @@ def bind(host: str, port: int, setting: str = "PORT") -> socket.socket:
         raise config_mod.ConfigError(f"HOST {host!r} cannot be used: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)  # a listening server on the port makes this fail now; we listen once ready
     except OSError as exc:
         sock.close()

@@ -16,7 +16,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from actors.refusals import BudgetExhausted, IdempotencyConflict, NotClosed, NothingToRevise, NotReady
+from actors.refusals import (
+    BudgetExhausted,
+    IdempotencyConflict,
+    NotClosed,
+    NothingToRevise,
+    NotReady,
+    ShardsUnavailable,
+)
 from actors.runtime import ActorStopped, MailboxFull
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
@@ -78,6 +85,7 @@ ERRORS: dict[type[Exception], Mapping] = {
     Overloaded: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
     MailboxFull: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
     NotReady: Mapping(503, "not_ready", retry_after=lambda e: e.retry_after),
+    ShardsUnavailable: Mapping(503, "shards_unavailable", retry_after=lambda e: e.retry_after),
     Closed: Mapping(503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2),
     ActorStopped: Mapping(
         503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2

@@ -9,6 +9,8 @@ a release protects, nor is any a per-day series. Kept:
 - ``dpdau_mailbox_depth{actor}``: messages waiting now, bounded by the mailbox capacity; a
   backpressure signal, transient, not cumulative.
 - ``dpdau_actor_crashes{actor}``, ``dpdau_ready``: health.
+- ``dpdau_process{process,kind}``: which process of a deployment answered (workers, shards): its
+  name and kind come from the command line, never from the data.
 - ``dpdau_releases``, ``dpdau_budget_epsilon_spent{metric,period}``: public already
   (``/releases``, ``/budget``): what was published and what it cost, per accounting period.
 - ``dpdau_scheduled_releases{metric}``, ``dpdau_scheduled_refused{metric}``,
@@ -34,8 +36,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, process: str = "main", kind: str = "whole") -> None:
         self.registry = r = CollectorRegistry()
+        info = Gauge("dpdau_process", "This process in its deployment (topology)", ["process", "kind"], registry=r)
+        info.labels(process, kind).set(1)
         self.requests = Counter("dpdau_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram(
             "dpdau_http_request_duration_seconds",

@@ -26,6 +26,10 @@ Rules:
    reads and dispatches what they wrote (``journal.groupcommit`` rule 7). ``refresh_head`` also
    brings ``epoch`` forward when another process rewrote the journal (its snapshots are then
    stale). The SQLite journal is never shared: one process owns its file.
+7. The processes sharing a journal register themselves (``register``, once a second: a
+   heartbeat): what each holds, where a shard answers, how far each has dispatched, and from
+   which position on its snapshot files are clean. Erasure receipts and shard lookups read it
+   (``members``). A row is never a source of truth about the data -- only about the processes.
 
 Nothing above ``journal/`` may know which backend it talks to; ``journal.location`` opens one
 from a URL.
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -63,6 +68,21 @@ class DuplicateRequest(Exception):
     def __init__(self, keys: Collection[str]) -> None:
         super().__init__(f"idempotency keys already journaled: {sorted(keys)}")
         self.keys = frozenset(keys)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One serving process of a shared journal (rule 7)."""
+
+    name: str  # unique per process: role @ data directory @ host
+    kind: str  # "whole" | "gateway" | "shard" (actors/system/topology.py)
+    shard: int | None  # a shard's index
+    shards: int | None  # the shard layout it belongs to (shard) or counts over (gateway)
+    address: str | None  # a shard's internal base URL
+    applied_seq: int  # everything up to here is dispatched to its state
+    clean_seq: int  # its snapshot files were all written at or after this position
+    pid: int
+    age_seconds: float = 0.0  # since its last heartbeat (read back only)
 
 
 class JournalBackend(Protocol):
@@ -108,6 +128,14 @@ class JournalBackend(Protocol):
 
     async def wait_for_commits(self, timeout: float) -> None:
         """Rule 6: return when another process may have committed, or after ``timeout``."""
+        ...
+
+    async def register(self, member: Member) -> None:
+        """Rule 7: insert or refresh this process's row (its heartbeat)."""
+        ...
+
+    async def members(self) -> list[Member]:
+        """Rule 7: every registered process, with the age of its heartbeat."""
         ...
 
     async def record_at(self, seq: int) -> StoredRecord | None: ...

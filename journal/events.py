@@ -284,6 +284,19 @@ class ReleaseRefused(Event, frozen=True, kw_only=True):
     cap_name: str = ""  # which cap: PERIOD_BUDGET_TOTAL, DAU_BUDGET_TOTAL, ..., USER_EPSILON_LIMIT
 
 
+class CutMarked(Event, frozen=True, kw_only=True):
+    """A release coordinator's consistent cut over the shards (``actors/system/cuts.py``): every
+    shard reads the named days' memberships exactly at this record's position -- after every
+    record before it, before every record after it -- and keeps them for the coordinator to
+    count. It holds no pseudonym and no count; replay ignores it."""
+
+    KIND: ClassVar[int] = 11
+    cut_id: str
+    first_day: int
+    last_day: int
+    marked_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """An event as the journal holds it: its first and last sequence number (rule 4)."""
@@ -306,6 +319,7 @@ EVENT_TYPES: dict[int, type[Event]] = {
         SaltRotated,
         ReleaseStartRecorded,
         ReleaseRefused,
+        CutMarked,
     )
 }
 

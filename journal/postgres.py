@@ -53,7 +53,7 @@ import numpy as np
 import structlog
 
 from journal import events as ev
-from journal.backend import DuplicateRequest, Exclusive, JournalError, KeyMapping, Prepare
+from journal.backend import DuplicateRequest, Exclusive, JournalError, KeyMapping, Member, Prepare
 from journal.events import StoredRecord
 
 log = structlog.get_logger("journal.postgres")
@@ -62,6 +62,21 @@ _ACTIVITY = ev.ActivityBatchRecorded.KIND
 _CHARGE = ev.BudgetCharged.KIND
 SMALL_GROUP_EVENTS = 256  # up to this many events a group is one statement; above, binary COPY
 _SCHEMA_LOCK = 0x64706461  # advisory lock key serialising schema creation ("dpda")
+
+
+REGISTRY_SQL = """
+CREATE TABLE IF NOT EXISTS processes (      -- the serving processes sharing this journal (rule 6)
+    name        text PRIMARY KEY,
+    kind        text NOT NULL,
+    shard       int,
+    shards      int,
+    address     text,
+    applied_seq bigint NOT NULL,
+    clean_seq   bigint NOT NULL,
+    pid         int NOT NULL,
+    heartbeat   timestamptz NOT NULL
+);
+"""
 
 
 def schema_sql(partitions: int) -> str:
@@ -113,6 +128,7 @@ CREATE TABLE IF NOT EXISTS activity_meta (
 CREATE INDEX IF NOT EXISTS activity_seq ON activity (seq, idx);
 CREATE INDEX IF NOT EXISTS activity_meta_seq ON activity_meta (seq, idx);
 CREATE TABLE IF NOT EXISTS idempotency (key text PRIMARY KEY, seq bigint NOT NULL);
+{REGISTRY_SQL}
 CREATE TABLE IF NOT EXISTS accounting_periods (period text PRIMARY KEY);
 ALTER TABLE activity ALTER COLUMN key SET STATISTICS 0;
 ALTER TABLE activity_meta ALTER COLUMN key SET STATISTICS 0;
@@ -331,6 +347,8 @@ class PostgresJournal:
                 await self._conn.execute(
                     "INSERT INTO journal_head VALUES (1, 0, $1, 0, $2)", uuid.uuid4().hex, partitions
                 )
+            else:
+                await self._conn.execute(REGISTRY_SQL)  # journals created before the registry existed
         row = await self._conn.fetchrow(
             "SELECT head, journal_id, key_version, partitions, epoch, rebuilt_epoch FROM journal_head"
         )
@@ -395,6 +413,43 @@ class PostgresJournal:
 
     def _notified(self, *args: object) -> None:
         self._commits.set()
+
+    async def register(self, member: Member) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO processes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())"
+                " ON CONFLICT (name) DO UPDATE SET kind = $2, shard = $3, shards = $4, address = $5,"
+                " applied_seq = $6, clean_seq = $7, pid = $8, heartbeat = now()",
+                member.name,
+                member.kind,
+                member.shard,
+                member.shards,
+                member.address,
+                member.applied_seq,
+                member.clean_seq,
+                member.pid,
+            )
+
+    async def members(self) -> list[Member]:
+        async with self._reader() as conn:
+            rows = await conn.fetch(
+                "SELECT name, kind, shard, shards, address, applied_seq, clean_seq, pid,"
+                " extract(epoch FROM now() - heartbeat)::float8 AS age FROM processes ORDER BY name"
+            )
+        return [
+            Member(
+                name=r["name"],
+                kind=r["kind"],
+                shard=r["shard"],
+                shards=r["shards"],
+                address=r["address"],
+                applied_seq=r["applied_seq"],
+                clean_seq=r["clean_seq"],
+                pid=r["pid"],
+                age_seconds=r["age"],
+            )
+            for r in rows
+        ]
 
     async def _notify(self, conn: asyncpg.Connection) -> None:
         if self.shared:

@@ -49,7 +49,7 @@ import numpy as np
 
 from journal import events as ev
 from journal import faults
-from journal.backend import Exclusive, Job, JournalBackend, KeyMapping, Prepare
+from journal.backend import Exclusive, Job, JournalBackend, KeyMapping, Member, Prepare
 from journal.events import StoredRecord
 
 SCHEMA = """
@@ -285,6 +285,12 @@ class SqliteJournal:
 
     async def wait_for_commits(self, timeout: float) -> None:
         await anyio.sleep(timeout)  # nobody else writes this file (backend rule 6)
+
+    async def register(self, member: Member) -> None:
+        return None  # one process: nobody to tell (backend rule 7)
+
+    async def members(self) -> list[Member]:
+        return []
 
     def stats(self) -> dict[str, int]:
         return {"head": self.head, "index_watermark": self.index_watermark}

@@ -9,6 +9,7 @@ except when ``DPDAU_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it): there a missing 
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import tempfile
@@ -96,3 +97,47 @@ async def create_database(admin_url: str) -> str:
 def fresh_database(srv: Server) -> str:
     """A new empty database (synchronous: usable from fixtures and hypothesis examples)."""
     return anyio.run(create_database, srv.url)
+
+
+# Every table of the journal schema (journal/postgres.py), in an order that restores cleanly.
+JOURNAL_TABLES = (
+    "journal_head",
+    "control",
+    "batches",
+    "activity",
+    "activity_meta",
+    "idempotency",
+    "accounting_periods",
+    "processes",
+)
+
+
+async def clone_database(url: str) -> str:
+    """A new database holding exactly what ``url``'s journal holds now: the PostgreSQL half of a
+    crash image. The caller guarantees nobody writes meanwhile (an exclusive committer job); the
+    copy is also one REPEATABLE READ snapshot of the source."""
+    from journal.postgres import PostgresJournal
+
+    source = await asyncpg.connect(url)
+    try:
+        partitions = await source.fetchval("SELECT partitions FROM journal_head")
+        clone = await create_database(url)
+        target = await PostgresJournal.open(clone, partitions=partitions, exclusive=False)  # the schema
+        await target.close()
+        dest = await asyncpg.connect(clone)
+        try:
+            await dest.execute(f"TRUNCATE {', '.join(JOURNAL_TABLES)}")
+            async with source.transaction(isolation="repeatable_read", readonly=True):
+                for table in JOURNAL_TABLES:
+                    chunks: list[bytes] = []
+
+                    async def sink(data: bytes, chunks: list[bytes] = chunks) -> None:
+                        chunks.append(bytes(data))
+
+                    await source.copy_from_query(f"SELECT * FROM {table}", output=sink, format="binary")
+                    await dest.copy_to_table(table, source=io.BytesIO(b"".join(chunks)), format="binary")
+        finally:
+            await dest.close()
+    finally:
+        await source.close()
+    return clone

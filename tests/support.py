@@ -83,8 +83,11 @@ def _json(data: bytes):
 class ServerProcess:
     """``dpdau serve`` as a child process on 127.0.0.1 with its own DATA_DIR and log file."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None, args: list[str] | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.args = list(args or [])  # more `dpdau serve` flags (--workers, --shard, ...)
         self.port = port or free_port()
         self.env = {
             **os.environ,
@@ -108,7 +111,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -173,18 +176,31 @@ def settings(**overrides) -> EngineSettings:
     return EngineSettings(**base)
 
 
-async def crash_image(system: ActorSystem, dst: Path) -> Path:
-    """The data directory as a ``kill -9`` at this instant leaves it: copied inside an exclusive
-    committer job, so no journal write (the indexer's included) is half-done while copying."""
+async def crash_image(system: ActorSystem, dst: Path) -> JournalSpec:
+    """The deployment as a ``kill -9`` at this instant leaves it: the data directory copied inside
+    an exclusive committer job, so no journal write (the indexer's included) is half-done while
+    copying -- and, on PostgreSQL, the journal's database copied into a fresh one in the same job.
+    Returns where the image's journal lives."""
+    url: list[str] = []
+
+    def copy_files() -> None:
+        if system.data_dir.exists():
+            shutil.copytree(system.data_dir, dst, ignore=shutil.ignore_patterns(".lock*"))
+        else:  # a PostgreSQL journal and nothing written to DATA_DIR yet
+            dst.mkdir(parents=True)
 
     async def copy(journal: object) -> list:
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(system.data_dir, dst, ignore=shutil.ignore_patterns(".lock"))
-        )
+        await anyio.to_thread.run_sync(copy_files)
+        if system.spec.kind == "postgresql":
+            from tests import pg
+
+            url.append(await pg.clone_database(system.spec.url))
         return []
 
     await system.committer.run_job(copy)
-    return dst
+    if url:
+        return location.parse(url[0], dst)
+    return sqlite_spec(dst)
 
 
 def sqlite_spec(data_dir: Path) -> JournalSpec:

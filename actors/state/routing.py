@@ -25,6 +25,7 @@ Destination = Literal[
     "releases",  # the release book (release actor's feed)
     "ledger",  # the budget ledger (accountant's feed)
     "erasures",  # the erasure book (erasure actor's feed)
+    "cuts",  # a shard's consistent cuts (live only: replay has no coordinator waiting for them)
 ]
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
 
@@ -38,7 +39,8 @@ ROUTES: Mapping[type[ev.Event], tuple[Destination, ...]] = {
     ev.Released: ("releases", "ledger"),
     ev.CounterStarted: ("releases", "ledger"),
     ev.CounterStepped: ("releases",),
-    ev.SaltRotated: (),  # the keys were rewritten in place; no derived state records the version
+    ev.SaltRotated: (),
+    ev.CutMarked: ("cuts",),  # the keys were rewritten in place; no derived state records the version
     ev.ReleaseStartRecorded: ("releases",),  # the schedule's start (release book rule 4)
     ev.ReleaseRefused: ("releases",),  # a refused scheduled publication (release book rule 4)
 }

@@ -78,6 +78,7 @@ class World:
             "releases": self._to_releases,
             "ledger": self._to_ledger,
             "erasures": self._to_erasures,
+            "cuts": self._to_cuts,
         }
 
     def apply(self, rec: StoredRecord) -> None:
@@ -119,6 +120,11 @@ class World:
         if not isinstance(rec.event, (ev.UserErased, ev.ErasurePurged)):
             raise TypeError(f"the erasure book cannot apply {type(rec.event).__name__}")
         self.erasures.apply(rec.seq, rec.event)
+
+    def _to_cuts(self, rec: StoredRecord) -> None:
+        """A cut asks live shards to read their days at its position; it changes no state."""
+        if not isinstance(rec.event, ev.CutMarked):
+            raise TypeError(f"cuts cannot apply {type(rec.event).__name__}")
 
     def _apply_activity(self, event: ev.ActivityBatchRecorded) -> None:
         for day, keys, ops in split_by_day(event):

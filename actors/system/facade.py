@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +54,7 @@ from actors.state.release_book import ReleaseKey
 from actors.state.world import DaySnapshot, World, WorldSnapshot
 from actors.system import loops
 from actors.system.boot import restore_world, snapshot_seq, utcnow
+from actors.system.cuts import CutBook, ShardClient, ShardCounter
 from actors.system.ingest import IngestService
 from actors.system.router import Router
 from actors.system.scheduler import Scheduler
@@ -59,7 +62,7 @@ from actors.system.snapshotting import Snapshotter
 from actors.system.topology import Topology
 from journal import compaction, faults
 from journal import events as ev
-from journal.backend import JournalBackend
+from journal.backend import JournalBackend, Member
 from journal.events import StoredRecord
 from journal.groupcommit import Committer
 from journal.location import JournalSpec
@@ -77,9 +80,13 @@ class ActorSystem:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         topology: Topology | None = None,
+        shard_client: ShardClient | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology or Topology()
+        self.shard_client = shard_client
+        if self.topology.kind == "gateway" and shard_client is None:
+            raise ValueError("a gateway over shards needs a ShardClient to reach them")
         self.spec = dataclasses.replace(journal, role=self.topology.name) if self.topology.name else journal
         self.data_dir = journal.data_dir
         self.clock = clock
@@ -200,6 +207,7 @@ class ActorSystem:
             clock=self.clock,
             on_run_finished=self._run_finished,
             noise=self.noise,
+            shards=self._shard_counter(),
         )
         self.scheduler = Scheduler(s, self.clock, self.release_actor) if s.scheduled else None
         self.router = Router(
@@ -210,10 +218,55 @@ class ActorSystem:
             erasure=self.erasure,
             dispatched_seq=world.days_seq,
         )
+        self.cuts = CutBook(self.router) if self.topology.kind == "shard" else None
+        if self.cuts is not None:
+            self.router.on_cut = self.cuts.on_cut
         for actor in (self.accountant, self.erasure, self.release_actor):
             self.supervisor.spawn(actor)
         for day, state in world.days.items():
             self.router.adopt(day, self._spawn_day(day, state, world.days_seq))
+
+    def _shard_counter(self) -> ShardCounter | None:
+        if self.topology.shards is None:
+            return None
+        assert self.shard_client is not None
+        return ShardCounter(self.journal, self.topology.shards, self.shard_client)
+
+    def cut_book(self) -> CutBook:
+        """A shard's cuts (``cuts.py``); anything else has none."""
+        self._require_ready()
+        if self.cuts is None:
+            raise RuntimeError("only a shard holds cuts")
+        return self.cuts
+
+    def member(self) -> Member:
+        """This process's row in the journal's registry (backend rule 7)."""
+        t = self.topology
+        index, count = t.shard if t.shard is not None else (None, t.shards)
+        return Member(
+            name=f"{t.name or 'main'}@{self.data_dir.resolve()}@{socket.gethostname()}",
+            kind=t.kind,
+            shard=index,
+            shards=count,
+            address=t.address,
+            applied_seq=self.router.days_seen_seq(),
+            clean_seq=self.snapshots.clean_seq,
+            pid=os.getpid(),
+        )
+
+    async def _positions(self) -> tuple[int, int]:
+        """(every day-holding process has applied up to, every process's snapshots are clean from)
+        -- over all processes sharing the journal (an erasure receipt speaks for all of them)."""
+        applied, clean = self.router.days_seen_seq(), self.snapshots.clean_seq
+        if self.journal.shared:
+            me = self.member().name
+            for m in await self.journal.members():
+                if m.name == me:
+                    continue
+                if m.kind != "gateway":
+                    applied = min(applied, m.applied_seq)
+                clean = min(clean, m.clean_seq)
+        return applied, clean
 
     async def views(self, days: range, with_sketch: bool) -> tuple[list[DayView], int]:
         """The release actor's ``DayViews``: the days' memberships at one dispatch position."""
@@ -254,6 +307,7 @@ class ActorSystem:
                 bg.start_soon(self._upkeep_loop, name="upkeep")
                 if self.journal.shared:
                     bg.start_soon(loops.follow_journal, self.journal, self.committer, name="follow")
+                    bg.start_soon(loops.heartbeat, self.journal, self.member, name="heartbeat")
                 if self.scheduler is not None and self.topology.writes:
                     bg.start_soon(self.scheduler.run, name="schedule")
 
@@ -428,8 +482,9 @@ class ActorSystem:
         self._require_ready()
         entries = await self.erasure.ask_nowait(ListEntries())
         counts = {"pending": 0, "applied": 0, "purged": 0}
+        applied, clean = await self._positions()
         for entry in entries:
-            counts[receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq).status] += 1
+            counts[receipt(entry, applied, clean).status] += 1
         return counts
 
     async def erase(self, key: int) -> ErasureReceipt:
@@ -441,20 +496,20 @@ class ActorSystem:
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
         if entry is None:  # the committer dispatched the tombstone before resolving the submit
             raise RuntimeError(f"erasure {erasure_id} was journaled but is not in the book")
-        return receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
+        return receipt(entry, *await self._positions())
 
     async def erasure_audit(self, offset: int, limit: int) -> tuple[list[ErasureReceipt], int]:
         """The audit log: every erasure's receipt including how many events its purge removed
         (admin only -- receipts do not say it; see ``ErasureOut``)."""
         self._require_ready()
         entries, total = await self.erasure.ask_nowait(ListErasures(offset=offset, limit=limit))
-        seen, clean = self.router.days_seen_seq(), self.snapshots.clean_seq
+        seen, clean = await self._positions()
         return [receipt(e, seen, clean) for e in entries], total
 
     async def erasure_status(self, erasure_id: str) -> ErasureReceipt | None:
         self._require_ready()
         entry = await self.erasure.ask_nowait(Lookup(erasure_id=erasure_id))
-        return None if entry is None else receipt(entry, self.router.days_seen_seq(), self.snapshots.clean_seq)
+        return None if entry is None else receipt(entry, *await self._positions())
 
     def journal_seq(self) -> int:
         """The last journal position this process knows committed (operators only: /readyz)."""

@@ -19,7 +19,7 @@ import structlog
 
 from actors.settings import EngineSettings
 from actors.system.snapshotting import Snapshotter
-from journal.backend import JournalBackend
+from journal.backend import JournalBackend, Member
 from journal.groupcommit import Committer
 
 log = structlog.get_logger("actors.system")
@@ -38,6 +38,19 @@ async def follow_journal(journal: JournalBackend, committer: Committer) -> None:
     while True:
         await journal.wait_for_commits(FOLLOW_POLL_SECONDS)
         committer.follow()
+
+
+HEARTBEAT_SECONDS = 1.0
+
+
+async def heartbeat(journal: JournalBackend, member: Callable[[], Member]) -> None:
+    """A shared journal's registry (backend rule 7): this process's row, once a second."""
+    while True:
+        try:
+            await journal.register(member())
+        except Exception as exc:  # the database is away for a moment: the next beat tries again
+            log.warning("heartbeat_failed", error=repr(exc))
+        await anyio.sleep(HEARTBEAT_SECONDS)
 
 
 async def snapshot_loop(snapshots: Snapshotter, head: Callable[[], int], settings: EngineSettings) -> None:

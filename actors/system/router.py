@@ -12,6 +12,9 @@ Rules:
    backpressure reaches the client without any unbounded buffer in between.
 3. ``views`` enqueues its reads under the same lock as ``dispatch``, so the answer reflects
    exactly the records dispatched up to the position it returns (rule 2 of ``days.py``).
+4. "cuts": a ``CutMarked`` record goes to ``on_cut`` while ``dispatch`` holds the lock, after the
+   days got everything before it and before they get anything after it -- so the reads it
+   enqueues (``enqueue_views``) see the days exactly at the cut (``actors/system/cuts.py``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Router:
         accountant: Actor,
         erasure: Actor,
         dispatched_seq: int,
+        on_cut: Callable[[StoredRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._spawn_day = spawn_day
         self.days: dict[int, DayActor] = {}
@@ -59,6 +63,8 @@ class Router:
         self.accountant = accountant
         self.erasure = erasure
         self.dispatched_seq = dispatched_seq
+        self.on_cut = on_cut
+        self._advanced = anyio.Event()
         self._lock = anyio.Lock()
         self._pending: list[StoredRecord] = []  # consecutive records of one type bound for the days
         self._handlers: dict[Destination, Callable[[StoredRecord], Awaitable[None]]] = {
@@ -67,6 +73,7 @@ class Router:
             "releases": self._feed_to(release),
             "ledger": self._feed_to(accountant),
             "erasures": self._feed_to(erasure),
+            "cuts": self._to_cuts,
         }
 
     def adopt(self, day: int, actor: DayActor) -> None:
@@ -88,6 +95,20 @@ class Router:
                     await self._handlers[destination](rec)
             await self._flush_days()
             self.dispatched_seq = records[-1].last_seq
+        self._advanced.set()
+        self._advanced = anyio.Event()
+
+    async def reached(self, seq: int) -> None:
+        """Return once everything up to ``seq`` has been dispatched."""
+        while self.dispatched_seq < seq:
+            await self._advanced.wait()
+
+    async def _to_cuts(self, rec: StoredRecord) -> None:
+        if not isinstance(rec.event, ev.CutMarked):
+            raise TypeError(f"cuts cannot apply {type(rec.event).__name__}")
+        await self._flush_days()  # rule 4: everything before the cut reaches the days first
+        if self.on_cut is not None:
+            await self.on_cut(rec)
 
     async def _to_days(self, rec: StoredRecord) -> None:
         event = rec.event
@@ -135,17 +156,22 @@ class Router:
             await actor.send(EraseKeys(seq, arr))
 
     async def views(self, days: range, with_sketch: bool) -> tuple[list[DayView], int]:
-        asks: list[tuple[int, GetView | None]] = []
         async with self._lock:
             seen = self.dispatched_seq
-            for day in days:
-                actor = self.days.get(day)
-                msg = None
-                if actor is not None:
-                    msg = GetView(with_sketch=with_sketch)
-                    await actor.send(msg)
-                asks.append((day, msg))
-        return [await msg.reply if msg is not None else DayView(day, seen, EMPTY, None) for day, msg in asks], seen
+            asks = await self.enqueue_views(days, with_sketch)
+        return await collect_views(asks, seen), seen
+
+    async def enqueue_views(self, days: range, with_sketch: bool) -> list[tuple[int, GetView | None]]:
+        """Ask the days for their views; the caller holds the dispatch lock (rules 3, 4)."""
+        asks: list[tuple[int, GetView | None]] = []
+        for day in days:
+            actor = self.days.get(day)
+            msg = None
+            if actor is not None:
+                msg = GetView(with_sketch=with_sketch)
+                await actor.send(msg)
+            asks.append((day, msg))
+        return asks
 
     async def barrier(self) -> tuple[int, dict[int, Membership], IdempotencySnapshot]:
         """Fold every day and capture it at one dispatch position (for snapshots)."""
@@ -169,3 +195,8 @@ class Router:
         if not self.days:
             return self.dispatched_seq
         return min(a.seen_seq for a in self.days.values())
+
+
+async def collect_views(asks: list[tuple[int, GetView | None]], seen: int) -> list[DayView]:
+    """The replies to ``enqueue_views`` (a day without an actor is empty)."""
+    return [await msg.reply if msg is not None else DayView(day, seen, EMPTY, None) for day, msg in asks]

@@ -28,6 +28,7 @@ class Topology:
     name: str = ""  # "" the single process; "worker-1", "shard-0of2", ...
     shard: tuple[int, int] | None = None  # (I, N): this process is shard I of N
     shards: int | None = None  # gateway: the N shards its releases sum over
+    address: str | None = None  # a shard's internal base URL, as coordinators reach it
 
     def __post_init__(self) -> None:
         if self.shard is not None:

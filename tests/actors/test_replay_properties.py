@@ -28,10 +28,11 @@ from actors.refusals import BudgetExhausted
 from actors.state import periods
 from actors.state.world import World, WorldSnapshot
 from actors.system import restore_world
-from journal import compaction
+from journal import compaction, location
+from journal.location import JournalSpec
 from journal.snapshots import _HEADER, SnapshotStore
-from journal.store import SqliteJournal as Journal
-from tests.support import FakeClock, Model, crash_image, day, ingest, running_system
+from tests import pg
+from tests.support import FakeClock, Model, crash_image, day, ingest, running_system, sqlite_spec
 from tests.support import settings as engine_settings
 
 BASE = day("2025-03-20")  # long closed: releases are allowed
@@ -85,23 +86,22 @@ def canonical(snap: WorldSnapshot, *, with_erasure_status: bool = True) -> dict:
     return out
 
 
-async def check_image(image: Path, live: dict, engine) -> None:
-    journal = await Journal.open(image / "journal.sqlite3")
+async def check_image(image: JournalSpec, live: dict, engine) -> None:
+    journal = await image.open()
     try:
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
-        restored, _ = await restore_world(journal, SnapshotStore(image / "snapshots"), engine)
+        restored, _ = await restore_world(journal, image.snapshot_store(), engine)
         assert canonical(full.snapshot()) == live
         assert canonical(restored.snapshot()) == live
     finally:
         await journal.close()
 
 
-async def scenario(ops, workdir: Path) -> None:
-    data = workdir / "data"
+async def scenario(ops, workdir: Path, spec: JournalSpec) -> None:
     model = Model()
     retries: list[tuple[str, list, tuple]] = []
     kept: list[tuple[Path, int]] = []  # (copy of a snapshot, journal epoch when it was taken)
-    images: list[tuple[Path, dict]] = []
+    images: list[tuple[JournalSpec, dict]] = []
     # exercise the counter state, the schedule (with revisions) and its refusals too
     engine = engine_settings(
         w_bound=2,
@@ -113,7 +113,7 @@ async def scenario(ops, workdir: Path) -> None:
         purge_delay_seconds=1e9,  # the fake clock moves days; purges happen only where the stream says
     )
     clock = FakeClock(f"{periods.iso(BASE + 21)}T12:00")
-    async with running_system(data, engine, clock=clock) as system:
+    async with running_system(spec, engine, clock=clock) as system:
         for i, op in enumerate(ops):
             if op[0] == "batch":
                 rows = [(u, BASE + d, o) for u, d, o in op[1]]
@@ -162,7 +162,7 @@ async def scenario(ops, workdir: Path) -> None:
     for image, at_crash in images:
         await check_image(image, at_crash, engine)
 
-    journal = await Journal.open(data / "journal.sqlite3")
+    journal = await spec.open()
     try:
         # The epoch the journal ended at: a finished counter run's secret is shredded by a
         # background job that may still run between ``collect`` and the shutdown.
@@ -209,4 +209,18 @@ async def scenario(ops, workdir: Path) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_live_equals_replay_equals_snapshot_tail_equals_compacted(ops):
     with tempfile.TemporaryDirectory() as tmp:
-        anyio.run(scenario, ops, Path(tmp))
+        anyio.run(scenario, ops, Path(tmp), sqlite_spec(Path(tmp) / "data"))
+
+
+@given(st.lists(OPS, min_size=1, max_size=14))
+@settings(
+    max_examples=15,  # each example is a fresh database, and a purge is VACUUM FULL + CHECKPOINT
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+def test_live_equals_replay_equals_snapshot_tail_equals_compacted_on_postgresql(pg_server, ops):
+    """The same invariants on the PostgreSQL journal; a crash image there is the data directory
+    plus a copy of the database taken in the same exclusive job (``tests.support.crash_image``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = pg.fresh_database(pg_server)
+        anyio.run(scenario, ops, Path(tmp), location.parse(url, Path(tmp) / "data"))

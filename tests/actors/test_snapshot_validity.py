@@ -11,8 +11,6 @@ crash window, in-process (copying the data directory is the crash image: what ``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 
 from actors.erasure import purge_erased
@@ -21,6 +19,7 @@ from actors.system import restore_world
 from actors.system.maintenance import write_snapshot
 from journal import compaction
 from journal import events as ev
+from journal.location import JournalSpec
 from journal.snapshots import SnapshotStore
 from journal.store import SqliteJournal as Journal
 from tests.support import crash_image, day, ingest, running_system, sqlite_spec
@@ -29,11 +28,11 @@ from tests.support import settings as engine_settings
 D = day("2025-10-10")
 
 
-async def restored_and_replayed(data: Path) -> tuple[World, World, int | None]:
+async def restored_and_replayed(image: JournalSpec) -> tuple[World, World, int | None]:
     engine = engine_settings()
-    journal = await Journal.open(data / "journal.sqlite3")
+    journal = await image.open()
     try:
-        restored, from_seq = await restore_world(journal, SnapshotStore(data / "snapshots"), engine)
+        restored, from_seq = await restore_world(journal, image.snapshot_store(), engine)
         full, _ = await restore_world(journal, None, engine, use_snapshot=False)
         return restored, full, from_seq
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
+import anyio
 import msgspec
 
 from gateway.appkeys import SYSTEM
@@ -163,6 +164,9 @@ async def test_config_is_the_release_configuration(tmp_path):
         assert cfg.release_start_source == "RELEASE_START" and cfg.revision_lags_days == [3, 7]
         assert cfg.version == str(ev.RELEASE_FORMAT) and cfg.version_of == "release_format"
     async with gateway(tmp_path / "b", RELEASE_SCHEDULE="daily") as client:
+        with anyio.fail_after(30):  # the schedule's first tick records its start (a journal commit)
+            while client.app[SYSTEM].schedule_info().release_start_source is None:
+                await anyio.sleep(0.01)
         cfg = msgspec.json.decode(await (await client.get("/config")).read(), type=ReleaseConfigOut)
         assert cfg.release_start_source == "first_start" and cfg.release_start is not None
 

@@ -115,6 +115,7 @@ async def test_metrics_are_operational_only(tmp_path):
             "dpdau_releases",
             "dpdau_budget_epsilon_spent",
             "dpdau_ready",
+            "dpdau_process",  # which process of a deployment answered (its name and kind: the command line)
             "dpdau_scheduled_releases",
             "dpdau_scheduled_refused",
             "dpdau_schedule_tick_failures",

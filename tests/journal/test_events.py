@@ -153,6 +153,7 @@ EVENTS = {
         refused_at=FLOATS,
         cap_name=TEXT,
     ),
+    ev.CutMarked: st.builds(ev.CutMarked, cut_id=TEXT, first_day=SMALL, last_day=SMALL, marked_at=FLOATS),
 }
 
 
