@@ -58,7 +58,7 @@ from actors.privacy import accounting, counters, flippancy, mechanisms
 from actors.refusals import BudgetExhausted, NotClosed, NothingToRevise
 from actors.runtime import Actor, Ask
 from actors.settings import COUNTER_MECHANISMS, METRICS, EngineSettings, IndependentMechanism
-from actors.state import membership, periods, schedule
+from actors.state import periods, schedule
 from actors.state.release_book import ReleaseBook, ReleaseKey, ReleaseSnapshot
 from actors.state.schedule import Slot
 from journal import events as ev
@@ -114,6 +114,9 @@ class PublishScheduled(Ask[ev.Released | ev.ReleaseRefused | None]):
     slot: Slot
 
 
+UNION_CACHES = 2  # sliding unions kept: the default MAU window and the last other window asked for
+
+
 class ReleaseActor(Actor):
     kind = "release"
 
@@ -142,6 +145,7 @@ class ReleaseActor(Actor):
         self.on_run_finished = on_run_finished  # shreds the run's token secret (system task)
         self.shards = shards  # a gateway over shards counts through them (rule 8)
         self._plans: dict[str, counters.CounterPlan] = {}
+        self._unions: dict[int, sketches.SlidingUnion] = {}  # window length -> its sliding union
 
     def apply_fed(self, item: tuple[int, object]) -> None:
         seq, event = item
@@ -255,6 +259,18 @@ class ReleaseActor(Actor):
         s = self.settings
         if not periods.is_closed(day, self.clock(), s.tz, s.lateness_hours):
             raise NotClosed(periods.closes_at(day, s.tz, s.lateness_hours).isoformat())
+
+    def _window_union(self, views: list[DayView]) -> np.ndarray:
+        """The union of the views' days, kept incrementally per window length (``SlidingUnion``:
+        consecutive daily windows share all but a day). Runs in a worker thread; releases run
+        one at a time (rule 4), so no two threads touch a cache."""
+        if len(views) == 1:
+            return views[0].members
+        cache = self._unions.pop(len(views), None) or sketches.SlidingUnion()
+        self._unions[len(views)] = cache  # most recently used last
+        while len(self._unions) > UNION_CACHES:
+            self._unions.pop(next(iter(self._unions)))
+        return cache.union({v.day: v.members for v in views})
 
     def _default_window(self, metric: Metric) -> int:
         return 1 if metric == "dau" else self.settings.mau_window_days
@@ -373,7 +389,11 @@ class ReleaseActor(Actor):
             return sketches.UnionSummary(n, n, n, exact), marked.seq, among_shards
         views, seen = await self.days.views(days, not sketch.exact)
         members = [v.members for v in views]
-        summary = await anyio.to_thread.run_sync(sketches.summarize, members, sketch, [v.sketch for v in views])
+        # exact kind: the window's union, kept incrementally from one daily release to the next
+        union = await anyio.to_thread.run_sync(self._window_union, views) if sketch.exact else None
+        summary = await anyio.to_thread.run_sync(
+            functools.partial(sketches.summarize, members, sketch, [v.sketch for v in views], members=union)
+        )
 
         async def among_members(keys: np.ndarray) -> int:
             return sketches.present(members, keys)  # by exact membership (sketches interface rule 4)
@@ -483,7 +503,7 @@ class ReleaseActor(Actor):
         day = period.first_day + t - 1
         window = run.started.window
         views, seen = await self.days.views(periods.window_days(day, window), False)
-        members = await anyio.to_thread.run_sync(membership.union, [v.members for v in views])
+        members = await anyio.to_thread.run_sync(self._window_union, views)
         proposal = await anyio.to_thread.run_sync(flippancy.plan_step, run, members)
         plan = await anyio.to_thread.run_sync(self._plan, run)
         key = ReleaseKey(metric, day, window)

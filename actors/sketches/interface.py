@@ -84,10 +84,18 @@ class UnionSummary:
 
 
 def summarize(
-    days: Sequence[np.ndarray], kind: SketchKind, sketches: Sequence[Sketch | None] | None = None
+    days: Sequence[np.ndarray],
+    kind: SketchKind,
+    sketches: Sequence[Sketch | None] | None = None,
+    *,
+    members: np.ndarray | None = None,
 ) -> UnionSummary:
     """The window's union estimate and bounds from its days' sketches (``sketches``: the days'
-    cached sketches where available, built here from the members otherwise)."""
+    cached sketches where available, built here from the members otherwise). ``members``: for an
+    exact kind, that union when the caller has it already (the release actor's ``SlidingUnion``)."""
+    if kind.exact and members is not None:
+        n = len(members)
+        return UnionSummary(float(n), float(n), float(n), n)
     cached = list(sketches) if sketches is not None else [None] * len(days)
     parts = [s if s is not None else kind.build(d) for s, d in zip(cached, days, strict=True)]
     union = kind.union(parts)

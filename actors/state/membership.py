@@ -115,16 +115,25 @@ def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def union(arrays: list[np.ndarray]) -> np.ndarray:
-    """Union of sorted unique arrays (a stable sort of pre-sorted runs is a k-way merge)."""
+    """Union of sorted unique arrays.
+
+    Two arrays (a fold: base + added) are merged by a stable sort, which finds the two sorted runs
+    and merges them in linear time. Many arrays (a MAU window: 30 days) are sorted with numpy's
+    default sort instead -- introsort, vectorised (x86-simd-sort) in numpy >= 2 -- which measured
+    ~3x faster than the stable sort's run merging on 30 runs of 1M keys (``scripts/bench_mau.py``).
+    The concatenation is sorted in place and deduplicated with one comparison pass.
+    """
     arrays = [a for a in arrays if len(a)]
     if not arrays:
         return EMPTY
     if len(arrays) == 1:
         return arrays[0]
-    merged = np.sort(np.concatenate(arrays), kind="stable")
-    if len(merged) > 1:
-        merged = merged[np.concatenate(([True], merged[1:] != merged[:-1]))]
-    return merged
+    merged = np.concatenate(arrays)
+    merged.sort(kind="stable" if len(arrays) == 2 else "quicksort")
+    keep = np.empty(len(merged), dtype=bool)
+    keep[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged[keep]
 
 
 def contains(sorted_keys: np.ndarray, probe: np.ndarray) -> np.ndarray:
