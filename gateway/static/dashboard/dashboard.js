@@ -80,7 +80,8 @@
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw) || 10 * mag;
     const ticks = [];
-    for (let t = Math.floor(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
+    const last = Math.ceil(hi / step - 1e-9) * step; // the top tick covers the highest value
+    for (let t = Math.floor(lo / step) * step; t <= last + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
     return ticks;
   }
 
@@ -151,9 +152,10 @@
     const first = days[0];
     const last = days[days.length - 1];
     const released = points.filter((p) => p.status === "released");
-    const lo = Math.min(0, ...released.map((p) => p.lower_95));
-    const hi = Math.max(1, ...released.map((p) => p.upper_95));
-    const yTicks = niceTicks(lo, hi, 5);
+    // the axis spans the intervals (not 0): a MAU of 1,200 +- 16 would otherwise be a flat line
+    const lo = Math.min(...released.map((p) => p.lower_95));
+    const hi = Math.max(...released.map((p) => p.upper_95));
+    const yTicks = niceTicks(lo, Math.max(hi, lo + 1), 5);
     const y0 = yTicks[0];
     const y1 = yTicks[yTicks.length - 1];
     const x = (d) => M.left + (last === first ? (W - M.left - M.right) / 2 : ((d - first) / (last - first)) * (W - M.left - M.right));
@@ -388,12 +390,14 @@
       ["DAU", `${c.dau_mechanism}, ε ${c.epsilon_dau} per release`],
       ["MAU", `${c.mau_mechanism}, ε ${c.epsilon_mau}, ${c.mau_window_days}-day window`],
       ["δ", String(c.delta)],
-      ["Caps per period", `DAU ε ${c.dau_budget_total} · MAU ε ${c.mau_budget_total}` + (c.period_budget_total !== undefined ? ` · all ε ${c.period_budget_total}` : "")],
+      ["Cap per period", `ε ${c.period_budget_total} over everything charged to it`],
+      ["Sub-caps", `DAU ε ${c.dau_budget_total} · MAU ε ${c.mau_budget_total}`],
       ["Accounting period", c.privacy_period],
       ["Day closes", `midnight ${c.timezone}` + (c.lateness_hours ? ` + ${c.lateness_hours} h` : "")],
       ["Counting", c.sketch_impl === "set" ? "exact sets" : `theta sketch`],
       ["Version", `${c.version} (${c.version_of.replace("_", " ")})`],
     ];
+    if (c.user_epsilon_limit !== null) rows.splice(7, 0, ["Lifetime limit", `ε ${c.user_epsilon_limit}`]);
     if ([c.dau_mechanism, c.mau_mechanism].some((m) => m === "sqrt" || m === "tree")) rows.splice(5, 0, ["Flip bound w", String(c.w_bound)]);
     for (const [k, v] of rows) {
       const dt = document.createElement("dt");
