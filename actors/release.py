@@ -40,6 +40,7 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
