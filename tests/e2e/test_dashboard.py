@@ -37,7 +37,8 @@ FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-KEY = "dashboard-test-key"
+KEY = "dashboard-test-key"  # API_KEY: every scope
+READ_KEY = "dashboard-read-key"  # READ_API_KEY: what a reader of the published numbers gets
 DAYS = 365
 
 
@@ -171,7 +172,7 @@ def year_server(tmp_path_factory):
     data = tmp / "data"
     today = dt.datetime.now(dt.UTC).date()
     first = today - dt.timedelta(days=DAYS)
-    env = {"API_KEY": KEY, "RELEASE_START": first.isoformat(), "REVISION_LAGS_DAYS": "7"}
+    env = {"API_KEY": KEY, "READ_API_KEY": READ_KEY, "RELEASE_START": first.isoformat(), "REVISION_LAGS_DAYS": "7"}
     with ServerProcess(data, {**env, "RELEASE_SCHEDULE": "on-demand"}) as server:
         ingest_year(server, first)
     server = ServerProcess(data, {**env, "RELEASE_SCHEDULE": "daily"}).start()
@@ -289,3 +290,18 @@ def test_dashboard_without_a_key_asks_for_one_and_shows_no_number(year_server):
         assert not re.search(
             r"\d", card.one(data_field="estimate").text if card.find_all(data_field="estimate") else ""
         )
+
+
+def test_a_read_key_sees_the_series_but_not_the_erasure_counts(year_server):
+    server, _ = year_server
+    url = f"http://127.0.0.1:{server.port}/dashboard/#key={READ_KEY}"
+    out = chromium("--virtual-time-budget=60000", "--dump-dom", url)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = parse(out.stdout)
+    assert dom.one("body").attrs.get("data-loaded") == "true"
+    released = [p for p in api(server, "/series?metric=dau")["points"] if p["status"] == "released"]
+    assert int(dom.one("div", id="chart-dau").one("svg").attrs["data-points"]) == len(released)
+    panel = dom.one("section", id="erasures")
+    assert panel.find_all("span", class_="n") == []  # no count at all
+    note = panel.one("p", id="erasures-hidden").text
+    assert "admin key" in note and "403" in note
