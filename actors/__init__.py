@@ -9,7 +9,8 @@ Read it in this order (imports point downwards only; nothing here imports ``gate
 - ``settings.py`` (plain data) and ``refusals.py`` (the "no" answers).
 - ``runtime/``: the actor runtime on anyio (bounded mailboxes, feeds, supervision).
 - The actors, each a thin async loop around a pure book: ``days.py`` (one per day),
-  ``release.py`` (quote -> read -> noise -> journal -> answer), ``accountant.py``, ``erasure.py``.
+  ``release.py`` (quote -> read -> noise -> journal -> answer), ``accountant.py``, ``erasure.py``;
+  ``noise_pool.py`` draws release noise ahead of time, off the request path.
 - ``system/``: the wiring -- boot, the router, ingest, snapshots, background loops, offline
   maintenance -- behind ``ActorSystem``, the facade the gateway calls.
 """
