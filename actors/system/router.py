@@ -19,7 +19,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import numpy as np
@@ -67,8 +67,7 @@ class Router:
         self._advanced = anyio.Event()
         self._lock = anyio.Lock()
         self._pending: list[StoredRecord] = []  # consecutive records of one type bound for the days
-        # Handlers only buffer or push (no await per record); the days' buffer is flushed below.
-        self._handlers: dict[Destination, Callable[[StoredRecord], None]] = {
+        self._handlers: dict[Destination, Callable[[StoredRecord], Awaitable[None]]] = {
             "days": self._to_days,
             "ingest": self._to_ingest,
             "releases": self._feed_to(release),
@@ -93,7 +92,7 @@ class Router:
                 if self._pending and type(rec.event) is not type(self._pending[0].event):
                     await self._flush_days()  # journal order across kinds: deliver what came first
                 for destination in destinations(rec.event):
-                    self._handlers[destination](rec)
+                    await self._handlers[destination](rec)
             await self._flush_days()
             self.dispatched_seq = records[-1].last_seq
         self._advanced.set()
@@ -111,7 +110,7 @@ class Router:
         if self.on_cut is not None:
             await self.on_cut(rec)
 
-    def _to_days(self, rec: StoredRecord) -> None:
+    async def _to_days(self, rec: StoredRecord) -> None:
         event = rec.event
         if isinstance(event, ev.UserErased) and event.key is None:
             return  # compacted: its user is no longer in any day
@@ -119,7 +118,7 @@ class Router:
             raise TypeError(f"day actors cannot apply {type(event).__name__}")
         self._pending.append(rec)
 
-    def _to_ingest(self, rec: StoredRecord) -> None:
+    async def _to_ingest(self, rec: StoredRecord) -> None:
         if isinstance(rec.event, ev.ErasurePurged):
             self.ingest.forget_digests(rec.seq)  # idempotency rule 5
         elif isinstance(rec.event, ev.ActivityBatchRecorded):
@@ -128,8 +127,8 @@ class Router:
             raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
 
     @staticmethod
-    def _feed_to(actor: Actor) -> Callable[[StoredRecord], None]:
-        def feed(rec: StoredRecord) -> None:
+    def _feed_to(actor: Actor) -> Callable[[StoredRecord], Awaitable[None]]:
+        async def feed(rec: StoredRecord) -> None:
             actor.push_feed((rec.seq, rec.event))
 
         return feed
