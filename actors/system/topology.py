@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from journal.backend import JournalError
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -57,7 +59,7 @@ class Topology:
         if self.shard is not None:
             index, count = self.shard
             if count > partition_count:
-                raise ValueError(
+                raise JournalError(
                     f"--shard {index}/{count}: the journal has {partition_count} partitions, so at most "
                     f"{partition_count} shards (JOURNAL_URL ?partitions= when the journal is created)"
                 )

@@ -126,6 +126,69 @@ def test_running_on_postgresql_lines_work_verbatim(pg_server):
         shutil.rmtree(cluster, ignore_errors=True)
 
 
+def test_workers_and_shards_lines_work_verbatim(pg_url, tmp_path):
+    """README "Several processes": the block as one shell script (the database, the ports and the
+    venv path differ), then the quickstart's curl lines against its gateway workers -- releases
+    count through the two shards."""
+    import signal
+    import time
+
+    from tests.support import Http, free_port
+
+    block = postgres_blocks()[4:]
+    assert block[0] == "export JOURNAL_URL=postgresql://postgres@127.0.0.1:5433/postgres"
+    assert [b.split(" --port")[0] for b in block[2:]] == [
+        ".venv/bin/dpdau serve --shard 0/2",
+        ".venv/bin/dpdau serve --shard 1/2",
+        ".venv/bin/dpdau serve --workers 2 --shards 2",
+    ]
+    port, shard0, shard1 = free_port(), free_port(), free_port()
+    dpdau = str(Path(sys.executable).parent / "dpdau")
+    script = "\n".join(block)
+    for old, new in (
+        ("postgresql://postgres@127.0.0.1:5433/postgres", pg_url),
+        ("--port 9100", f"--port {shard0}"),
+        ("--port 9101", f"--port {shard1}"),
+        ("--port 8000", f"--port {port}"),
+        (".venv/bin/dpdau", dpdau),
+    ):
+        script = script.replace(old, new)
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "RELEASE_SCHEDULE": "on-demand"}
+    log = open(tmp_path / "deployment.log", "wb")
+    group = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert group.poll() is None, (tmp_path / "deployment.log").read_text()
+            try:
+                if http.get("/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        curls = [c for block in quickstart_blocks() for c in block if c.startswith("curl")]
+        for command in curls:
+            command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            for _ in range(100):  # a release waits for both shards to be registered (503 until then)
+                res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+                body = json.loads(res.stdout)
+                if body.get("error") != "shards_unavailable":
+                    break
+                time.sleep(0.2)
+            assert res.returncode == 0 and "error" not in body, (command, res.stdout)
+        assert http.get("/dau/2026-11-02")[1]["guarantee"]  # a release, counted by the shards
+    finally:
+        os.killpg(group.pid, signal.SIGTERM)  # the shards and the workers' supervisor
+        group.wait(60)
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and subprocess.run(["pgrep", "-g", str(group.pid)], capture_output=True).returncode == 0
+        ):
+            time.sleep(0.1)
+
+
 def test_keys_and_scopes_lines_work_verbatim(tmp_path):
     """The README's "Keys and scopes" example: the server started with the documented keys, each
     curl line as written; a line commented ``# 403`` must be refused for its scope."""
