@@ -318,7 +318,7 @@ class PostgresJournal:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise JournalError(f"JOURNAL_URL: cannot connect to {_redact(url)}: {exc}") from None
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, reset=_keep_session)
             self = cls(url, writer, pool)
             await self._create_schema(partitions)
             if shared or exclusive:
@@ -611,6 +611,8 @@ class PostgresJournal:
                 return
             for i in range(0, len(records), chunk):
                 yield records[i : i + chunk]
+            if len(records) < limit:
+                return  # that was the end as the query saw it: no second round trip to learn so
             last = records[-1].seq
 
     async def record_at(self, seq: int) -> StoredRecord | None:
@@ -898,6 +900,14 @@ class _Borrowed:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The read pool's connections carry no session state -- no SET, no LISTEN, no advisory lock,
+    no transaction left open (those live on the writer and listener connections) -- so returning
+    one to the pool needs no reset: asyncpg's default RESET ALL etc. cost a round trip per read,
+    measured as a quarter of a following shard's time."""
+    return None
 
 
 def _periods(event: ev.Event) -> str | None:
