@@ -25,6 +25,7 @@ from actors.refusals import (
     ShardsUnavailable,
 )
 from actors.runtime import ActorStopped, MailboxFull
+from actors.system.cuts import CutUnavailable
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
 
@@ -86,6 +87,7 @@ ERRORS: dict[type[Exception], Mapping] = {
     MailboxFull: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
     NotReady: Mapping(503, "not_ready", retry_after=lambda e: e.retry_after),
     ShardsUnavailable: Mapping(503, "shards_unavailable", retry_after=lambda e: e.retry_after),
+    CutUnavailable: Mapping(409, "cut_unavailable"),  # a shard's internal route (gateway/internal.py)
     Closed: Mapping(503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2),
     ActorStopped: Mapping(
         503, "shutting_down", lambda e: "the service is stopping; retry shortly", retry_after=lambda e: 2

@@ -256,6 +256,10 @@ async def count_at_a_cut(url: str, shards: list[ServerProcess]) -> tuple[int, di
     assert [r.seq for r in stored] == list(range(stored[0].seq, last + 1))
     no_key = shards[0].http.request("POST", "/internal/cut", {"cut_id": "x", "seq": last}, timeout=10)
     assert no_key[0] == 404  # not without the deployment's key, API key or not
+    unknown = shards[0].http.request(
+        "POST", "/internal/cut", {"cut_id": "never-marked", "seq": last}, headers={HEADER: key}, timeout=60
+    )
+    assert unknown[0] == 409 and unknown[1]["error"] == "cut_unavailable"  # refused, never guessed
     return stored[0].seq - 1, {"days": days, "window": share(stored[-1])}
 
 
