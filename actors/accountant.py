@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 
-from actors.privacy import accounting
+from actors.privacy import accounting, mechanisms
 from actors.privacy.accounting import Charge
 from actors.runtime import Actor, Ask
 from actors.settings import METRICS, EngineSettings
@@ -271,6 +271,79 @@ class AccountantActor(Actor):
 
     async def _compose(self, charges: list[Charge]) -> float:
         return await anyio.to_thread.run_sync(accounting.compose_epsilon, charges, self.settings.delta)
+
+
+@dataclass(frozen=True)
+class ScheduleFit:
+    """What the configured schedule charges one accounting period, and whether it fits."""
+
+    period: str  # a sample period of this length
+    days: int
+    charges: int
+    epsilon: float  # everything together (the PERIOD_BUDGET_TOTAL composition)
+    epsilon_dau: float
+    epsilon_mau: float
+    fits: bool
+    cap: str  # the first cap it exceeds, "" when it fits
+
+
+# One period of every length each kind has (a month: 28 to 31 days; a quarter: 90 to 92; ...).
+SAMPLE_PERIODS = {
+    "month": ("2025-02-01", "2024-02-01", "2025-04-01", "2025-01-01"),
+    "week": ("2025-01-06",),
+    "quarter": ("2025-01-01", "2024-01-01", "2025-04-01", "2025-07-01"),
+    "year": ("2025-01-01", "2024-01-01"),
+}
+
+
+def schedule_fit(settings: EngineSettings) -> list[ScheduleFit]:
+    """Pure: the charges the configured schedule puts on one period of each length -- every DAU
+    and every default-window MAU of every day, each revised once at every ``REVISION_LAGS_DAYS``
+    lag (revisions are Gaussian); with ``sqrt``/``tree``, one run per period instead of that
+    metric's first publications -- counted by enumerating the releases that read the period
+    (rule 2) and composed as a quote composes them."""
+    s = settings
+    revisions = len(s.revision_lags)
+    out = []
+    for first in SAMPLE_PERIODS[s.privacy_period]:
+        period = periods.period_of(periods.parse_day(first), s.privacy_period)
+        span = range(period.first_day - 400, period.last_day + 800)
+        per_metric: dict[str, list[Charge]] = {}
+        for metric in METRICS:
+            window = 1 if metric == "dau" else s.mau_window_days
+            reading = sum(1 for d in span if period in periods.periods_read(d, window, s.privacy_period))
+            gaussian = mechanisms.calibrate("gaussian", s.epsilon(metric), s.delta).charge
+            mechanism = s.mechanism(metric)
+            if mechanism == "sqrt" or mechanism == "tree":
+                later = {periods.period_of(d, s.privacy_period) for d in span}
+                runs = [
+                    _run_charge(s, metric, q.days)
+                    for q in sorted(later, key=lambda q: q.first_day)
+                    if period in periods.counter_run_reads(q, window, s.privacy_period)
+                ]
+                first_publications = runs
+            else:
+                own = mechanisms.calibrate(mechanism, s.epsilon(metric), s.delta).charge
+                first_publications = [own] * reading
+            per_metric[metric] = first_publications + [gaussian] * (reading * revisions)
+        everything = per_metric["dau"] + per_metric["mau"]
+        eps = accounting.compose_epsilon(everything, s.delta)
+        eps_dau = accounting.compose_epsilon(per_metric["dau"], s.delta)
+        eps_mau = accounting.compose_epsilon(per_metric["mau"], s.delta)
+        cap = ""
+        if eps > s.period_budget_total:
+            cap = PERIOD_CAP
+        elif eps_dau > s.dau_budget_total:
+            cap = metric_cap_name("dau")
+        elif eps_mau > s.mau_budget_total:
+            cap = metric_cap_name("mau")
+        out.append(ScheduleFit(period.label, period.days, len(everything), eps, eps_dau, eps_mau, not cap, cap))
+    return out
+
+
+def _run_charge(s: EngineSettings, metric: Metric, horizon: int) -> Charge:
+    epsilon = s.counter_epsilon(metric) or accounting.default_counter_epsilon(horizon, s.epsilon(metric), s.delta)
+    return Charge("gaussian_counter", accounting.gaussian_counter_multiplier(epsilon, s.delta))
 
 
 def last_periods(current: periods.Period, k: int, kind: str) -> list[periods.Period]:

@@ -24,9 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import get_args
 
+import msgspec
 import numpy as np
 
-from actors import sketches
+from actors import accountant, sketches
 from actors.privacy import accounting, counters, mechanisms, noise
 from actors.settings import COUNTER_MECHANISMS, EngineSettings
 from actors.state import membership, periods
@@ -437,42 +438,44 @@ def budget_fit(cfg: Config) -> dict:
     return out
 
 
-def schedule_fit(cfg: Config, months: tuple[int, ...] = (28, 29, 30, 31)) -> dict:
+def schedule_fit(cfg: Config) -> dict:
     """(d') The default schedule -- every DAU and every ``window``-day MAU of every day, forever --
     against the per-period caps, with accounting by the data a release reads: a period of L days
     is charged by its L DAU releases and by every MAU window that reads one of its days (the L
-    ending in it and the ``window - 1`` ending after it). Counted by enumerating releases with
-    ``periods.periods_read``, composed with the service's PLD accountant; ``extra_*`` are how many
-    more releases of that size still fit (``accounting.releases_that_fit``)."""
+    ending in it and the ``window - 1`` ending after it). The service's own start-up check
+    (``accountant.schedule_fit``: releases enumerated with ``periods.periods_read``, composed with
+    the service's PLD accountant); ``extra_*`` are how many more releases of that size still fit
+    (``accounting.releases_that_fit``); the ``sqrt`` column is the same schedule with a MAU
+    counter run per month at the default run epsilon."""
+    base = EngineSettings(
+        epsilon_dau=cfg.eps("dau"),
+        epsilon_mau=cfg.eps("mau"),
+        delta=cfg.delta,
+        mau_window_days=cfg.window,
+        period_budget_total=cfg.period_cap,
+        dau_budget_total=cfg.budget_cap("dau"),
+        mau_budget_total=cfg.budget_cap("mau"),
+    )
     dau = mechanisms.calibrate("gaussian", cfg.eps("dau"), cfg.delta).charge
     mau = mechanisms.calibrate("gaussian", cfg.eps("mau"), cfg.delta).charge
-    first_of = {28: "2025-02-01", 29: "2024-02-01", 30: "2025-04-01", 31: "2025-01-01"}
+    sqrt = {f.period: f for f in accountant.schedule_fit(msgspec.structs.replace(base, mau_mechanism="sqrt"))}
     rows = []
-    for L in months:
-        period = periods.period_of(periods.parse_day(first_of[L]))
-        span = range(period.first_day - 400, period.last_day + 400)
-        n_dau = sum(1 for d in span if period in periods.periods_read(d, 1))
-        n_mau = sum(1 for d in span if period in periods.periods_read(d, cfg.window))
-        base = [dau] * n_dau + [mau] * n_mau
-        runs = [
-            accounting.Charge(
-                "gaussian_counter",
-                accounting.gaussian_counter_multiplier(run_epsilon(T, cfg.eps("mau"), cfg.delta), cfg.delta),
-            )
-            for T in (L, 31)  # its own run and the next period's (at most 31 days), whose windows read it
-        ]
+    for fit in accountant.schedule_fit(base):
+        n_dau, n_mau = fit.days, fit.charges - fit.days
+        already = [dau] * n_dau + [mau] * n_mau
         rows.append(
             {
-                "days": L,
+                "days": fit.days,
                 "dau_releases": n_dau,
                 "mau_releases": n_mau,
-                "epsilon_combined": accounting.compose_epsilon(base, cfg.delta),
-                "epsilon_dau": accounting.compose_epsilon([dau] * n_dau, cfg.delta),
-                "epsilon_mau": accounting.compose_epsilon([mau] * n_mau, cfg.delta),
+                "epsilon_combined": fit.epsilon,
+                "epsilon_dau": fit.epsilon_dau,
+                "epsilon_mau": fit.epsilon_mau,
                 "naive_sum": n_dau * cfg.eps("dau") + n_mau * cfg.eps("mau"),
-                "extra_mau_fit": accounting.releases_that_fit(mau, cfg.period_cap, cfg.delta, already=base),
-                "extra_dau_fit": accounting.releases_that_fit(dau, cfg.period_cap, cfg.delta, already=base),
-                "epsilon_combined_sqrt_config": accounting.compose_epsilon([dau] * n_dau + runs, cfg.delta),
+                "extra_mau_fit": accounting.releases_that_fit(mau, cfg.period_cap, cfg.delta, already=already),
+                "extra_dau_fit": accounting.releases_that_fit(dau, cfg.period_cap, cfg.delta, already=already),
+                "epsilon_combined_sqrt_config": sqrt[fit.period].epsilon,
+                "sqrt_runs_reading_it": sqrt[fit.period].charges - n_dau,
             }
         )
     return {"period_cap": cfg.period_cap, "caps": dict(cfg.cap), "delta": cfg.delta, "window": cfg.window, "rows": rows}

@@ -285,6 +285,7 @@ def render(summary: dict) -> str:
                 "+MAU fit",
                 "+DAU fit",
                 "eps combined, MAU sqrt",
+                "sqrt runs reading it",
             ],
             [
                 [
@@ -298,6 +299,7 @@ def render(summary: dict) -> str:
                     r["extra_mau_fit"],
                     r["extra_dau_fit"],
                     _f(r["epsilon_combined_sqrt_config"], 3),
+                    r.get("sqrt_runs_reading_it", "-"),
                 ]
                 for r in sched["rows"]
             ],

@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 import structlog
 
-from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier
+from actors.accountant import AccountantActor, BudgetReport, BudgetReportOut, LedgerBarrier, schedule_fit
 from actors.days import DayActor, DayView
 from actors.erasure import ErasureActor, ErasureBarrier, ListEntries, ListErasures, Lookup, purge_erased
 from actors.noise_pool import NoisePool
@@ -294,6 +294,8 @@ class ActorSystem:
                 bg.start_soon(anyio.to_thread.run_sync, accounting.warm_up, name="warm-accounting")
                 bg.start_soon(self.noise.refill_loop, name="noise-pool")  # noise drawn off the request path
                 bg.start_soon(self._plan_noise_ahead, name="noise-plans")
+                if self.settings.scheduled:
+                    bg.start_soon(self._check_schedule_fits, name="schedule-fit")
                 if self.topology.writes:  # a shard only reads (topology rule 2)
                     bg.start_soon(self.erasure.purge_loop, name="purge")
                 bg.start_soon(loops.journal_housekeeping, self.journal, self.committer, name="journal-housekeeping")
@@ -310,6 +312,24 @@ class ActorSystem:
                     bg.start_soon(loops.heartbeat, self.journal, self.member, name="heartbeat")
                 if self.scheduler is not None and self.topology.writes:
                     bg.start_soon(self.scheduler.run, name="schedule")
+
+    async def _check_schedule_fits(self) -> None:
+        """Say at start-up when the configured schedule cannot fit the caps (``accountant.
+        schedule_fit``): its publications would be refused once a period's budget runs out."""
+        for fit in await anyio.to_thread.run_sync(schedule_fit, self.settings):
+            if not fit.fits:
+                log.warning(
+                    "schedule_exceeds_budget",
+                    period_days=fit.days,
+                    example=fit.period,
+                    epsilon=round(fit.epsilon, 4),
+                    epsilon_dau=round(fit.epsilon_dau, 4),
+                    epsilon_mau=round(fit.epsilon_mau, 4),
+                    cap=fit.cap,
+                    detail="the daily schedule charges a period of this length more than the cap allows; "
+                    "its later publications will be refused: raise the cap or lower EPSILON_x / COUNTER_EPSILON_x "
+                    "/ REVISION_LAGS_DAYS (README 'Privacy statement')",
+                )
 
     async def _plan_noise_ahead(self) -> None:
         """Register this period's and the next's calibrations and counter plans with the noise

@@ -12,7 +12,7 @@ from dp_accounting.pld import privacy_loss_distribution as pld
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.accountant import statement
+from actors.accountant import schedule_fit, statement
 from actors.privacy import accounting, mechanisms
 from actors.refusals import BudgetExhausted
 from actors.settings import EngineSettings
@@ -85,23 +85,21 @@ def test_the_default_schedule_fits_every_period_under_the_default_caps(month):
     assert extra >= 7
 
 
-def test_the_counter_configuration_with_default_run_epsilon_also_fits_every_period():
-    """MAU_MECHANISM=sqrt: a period is charged by its own run and by the next period's run (whose
-    first windows read it), plus its DAU releases."""
-    s = DEFAULTS
-    dau = mechanisms.calibrate("gaussian", s.epsilon_dau, s.delta).charge
-    for this, nxt in ((31, 31), (28, 31), (31, 30)):
-        runs = [
-            accounting.Charge(
-                "gaussian_counter",
-                accounting.gaussian_counter_multiplier(
-                    accounting.default_counter_epsilon(T, s.epsilon_mau, s.delta), s.delta
-                ),
-            )
-            for T in (this, nxt)
-        ]
-        assert accounting.compose_epsilon([dau] * this + runs, s.delta) <= s.period_budget_total
-        assert accounting.compose_epsilon(runs, s.delta) <= s.mau_budget_total
+def test_schedule_fit_reports_the_default_schedule_and_what_does_not_fit():
+    """``accountant.schedule_fit`` (the start-up check): the default schedule fits every month
+    length; revisions at a 7-day lag double it and do not; a MAU counter run is read by its own
+    month and the next -- and January (non-leap) also by March's run, whose first 30-day window
+    starts on 31 January -- so the default run epsilon does not fit January, 2.7 does."""
+    fits = schedule_fit(DEFAULTS)
+    assert [f.days for f in fits] == [28, 29, 30, 31] and all(f.fits for f in fits)
+    assert [f.charges for f in fits] == [28 + 57, 29 + 58, 30 + 59, 31 + 60]
+    assert max(f.epsilon for f in fits) == pytest.approx(5.1854, abs=1e-3)
+    revised = schedule_fit(EngineSettings(revision_lags_days="7"))
+    assert not any(f.fits for f in revised) and {f.cap for f in revised} == {"PERIOD_BUDGET_TOTAL"}
+    sqrt = {f.period: f for f in schedule_fit(EngineSettings(mau_mechanism="sqrt"))}
+    assert sqrt["2025-01"].charges == 31 + 3 and not sqrt["2025-01"].fits  # three runs read January
+    assert sqrt["2025-04"].charges == 30 + 2 and sqrt["2025-04"].fits
+    assert all(f.fits for f in schedule_fit(EngineSettings(mau_mechanism="sqrt", counter_epsilon_mau=2.7)))
 
 
 async def test_the_default_schedule_runs_end_to_end_and_january_is_charged_exactly_what_reads_it(tmp_path):
@@ -268,3 +266,27 @@ async def test_period_composition_never_exceeds_the_cap_under_concurrent_release
         snap.unlink()
     async with running_system(tmp_path, engine) as system:  # full replay: the same ledger
         assert {label: system.accountant.ledger.period_charges(label) for label in labels} == charges
+
+
+async def test_a_schedule_that_cannot_fit_is_reported_at_start_up(tmp_path, monkeypatch):
+    from actors.system import facade
+
+    warned: list[dict] = []
+
+    class Recorder:
+        def __getattr__(self, level):
+            return lambda event, **kw: warned.append({"event": event, **kw}) if level == "warning" else None
+
+    monkeypatch.setattr(facade, "log", Recorder())
+    async with running_system(tmp_path, engine_settings(release_schedule="daily", revision_lags_days="7")):
+        with anyio.fail_after(60):
+            while not any(e["event"] == "schedule_exceeds_budget" for e in warned):
+                await anyio.sleep(0.05)
+    exceeded = [e for e in warned if e["event"] == "schedule_exceeds_budget"]
+    assert {e["period_days"] for e in exceeded} == {28, 29, 30, 31}
+    assert {e["cap"] for e in exceeded} == {"PERIOD_BUDGET_TOTAL"}
+    warned.clear()
+    async with running_system(tmp_path / "ok", engine_settings(release_schedule="daily")) as system:
+        await anyio.to_thread.run_sync(schedule_fit, system.settings)  # what the check computes
+        await system._check_schedule_fits()
+    assert not any(e["event"] == "schedule_exceeds_budget" for e in warned)
