@@ -285,6 +285,7 @@ class PostgresJournal:
         self.partition_count = 0
         self._lock = anyio.Lock()
         self._tx: asyncpg.Connection | None = None
+        self._tx_task: int | None = None  # the task that opened ``transaction()`` (its reads see it)
         self._dirty: set[str] = set()
         self.epoch = 0
         self.rebuilt_epoch = 0
@@ -577,8 +578,10 @@ class PostgresJournal:
     # -- reading ---------------------------------------------------------------------------
 
     def _reader(self) -> Any:
-        """The transaction's connection inside one (it must see its own rewrites), else the pool."""
-        if self._tx is not None:
+        """The transaction's connection for the task inside one (it must see its own rewrites);
+        the pool for everything else -- a request or the registry reading while a purge's
+        transaction is open must neither see it nor share its connection."""
+        if self._tx is not None and self._tx_task == anyio.get_current_task().id:
             return _Borrowed(self._tx)
         return self._pool.acquire()
 
@@ -733,6 +736,7 @@ class PostgresJournal:
             tx = self._conn.transaction()
             await tx.start()
             self._tx = self._conn
+            self._tx_task = anyio.get_current_task().id
             self._rewrote = False
             try:
                 await self._conn.execute("SELECT head FROM journal_head WHERE id = 1 FOR UPDATE")

@@ -243,3 +243,35 @@ async def test_purged_key_is_in_no_file_of_the_postgres_data_directory(pg_url, p
         assert all(kept in r.event.key_array().tolist() for r in await read_all(j) if r.event.KIND == 1)
     finally:
         await j.close()
+
+
+async def test_other_tasks_read_beside_an_open_rewrite_transaction(pg_url):
+    """A purge's transaction holds the writer connection; a request (an erasure receipt asking the
+    registry, a lookup) reading meanwhile must use its own connection and see committed rows only
+    -- before, it borrowed the transaction's connection ("another operation is in progress")."""
+    (j,) = await open_writers(pg_url, 1)
+    try:
+        (rec,) = await j.append([batch([1, 2, 3])])
+        inside, outside = anyio.Event(), anyio.Event()
+        seen: dict[str, object] = {}
+
+        async def rewrite() -> None:
+            async with j.transaction():
+                await j.remove_key_activity(2, rec.last_seq + 1)
+                seen["inside"] = (await j.record_at(rec.seq)).event.key_array().tolist()  # its own view
+                inside.set()
+                await outside.wait()
+
+        async def reader() -> None:
+            await inside.wait()
+            seen["members"] = await j.members()
+            seen["outside"] = (await j.record_at(rec.seq)).event.key_array().tolist()  # committed view
+            outside.set()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rewrite)
+                tg.start_soon(reader)
+        assert seen["inside"] == [1, 3] and seen["outside"] == [1, 2, 3] and seen["members"] == []
+    finally:
+        await j.close()
