@@ -471,7 +471,9 @@ async def get_readyz(request: web.Request) -> web.Response:
     position (an exact count of events: operators only, for recovery checks)."""
     system = request.app.get(SYSTEM)
     failure = system.committer.failure if system is not None and system.ready else None
-    ready = bool(system and system.ready and failure is None)
+    # Not ready either while the journal cannot be reached (groupcommit rule 7: writes refused).
+    unsettled = system.committer.unsettled if system is not None and system.ready else None
+    ready = bool(system and system.ready and failure is None and unsettled is None)
     body = ReadyOut(ready)
     if auth.has_scope(request, "admin"):
         body = ReadyOut(

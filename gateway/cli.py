@@ -68,7 +68,7 @@ def guarded(run: Callable[[], int]) -> int:
             return _fail(f"configuration error: {cause}", 2)
         if isinstance(cause, (config_mod.ConfigError, IdentityError)):  # the secret/keyring as configured
             return _fail(f"configuration error: {cause}", 2)
-        if isinstance(cause, (DataDirBusy, ClientError, FileNotFoundError, ValueError)):
+        if isinstance(cause, (DataDirBusy, ClientError, FileNotFoundError, ValueError, StartFailed)):
             return _fail(f"dpdau: {cause}", 1)
         raise
 
@@ -380,6 +380,7 @@ async def serve(
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.appkeys import SYSTEM
 
     log = structlog.get_logger("gateway")
     # The journal's database thread needs the GIL for each hop; the default 5 ms switch
@@ -424,13 +425,37 @@ async def serve(
             data_dir=str(cfg.data_dir),
             journal=cfg.journal.redacted,
         )
+        system = app[SYSTEM]
+        await _until_stopped(system.boot_failed, log)
+    finally:
+        await runner.cleanup()
+        sock.close()
+    if system.boot_error is not None:  # e.g. a journal only a newer dpdau can read: one line, exit 2
+        from journal.backend import JournalError
+
+        if isinstance(system.boot_error, JournalError):
+            raise system.boot_error
+        raise StartFailed(f"could not start: {system.boot_error!r}") from system.boot_error
+
+
+class StartFailed(Exception):
+    """The state could not be rebuilt; the log has the details (``boot_failed``)."""
+
+
+async def _until_stopped(boot_failed: anyio.Event, log: Any) -> None:
+    """Serve until SIGINT/SIGTERM -- or until the boot failed (nothing could ever be served)."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch_boot() -> None:
+            await boot_failed.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_boot)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping", signal=signal.Signals(signum).name)
                 break
-    finally:
-        await runner.cleanup()
-        sock.close()
+        tg.cancel_scope.cancel()
 
 
 def bind(host: str, port: int, setting: str = "PORT", *, reuse_port: bool = False) -> socket.socket:

@@ -28,6 +28,7 @@ from actors.runtime import ActorStopped, MailboxFull
 from actors.system.cuts import CutUnavailable
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
+from journal.storage import StorageFull, StorageUnavailable
 
 log = structlog.get_logger("gateway")
 
@@ -84,6 +85,10 @@ ERRORS: dict[type[Exception], Mapping] = {
         422, "idempotency_key_reused", lambda e: "this Idempotency-Key was used with a different batch"
     ),
     Overloaded: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
+    # The journal could not store the request (nothing of it was): its disk is full (507), or it
+    # is busy, unreachable or failing (503). Both say when to try again.
+    StorageFull: Mapping(507, "storage_full", retry_after=lambda e: e.retry_after),
+    StorageUnavailable: Mapping(503, "storage_unavailable", retry_after=lambda e: e.retry_after),
     MailboxFull: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
     NotReady: Mapping(503, "not_ready", retry_after=lambda e: e.retry_after),
     ShardsUnavailable: Mapping(503, "shards_unavailable", retry_after=lambda e: e.retry_after),

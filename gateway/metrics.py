@@ -71,6 +71,26 @@ class Metrics:
         self.schedule_failures = Gauge(
             "dpdau_schedule_tick_failures", "Schedule ticks that failed (retried at the next wake-up)", registry=r
         )
+        self.write_failures = Gauge(
+            "dpdau_journal_write_failures",
+            "Journal writes that failed, by kind (full, busy, failed); nothing of them was acknowledged",
+            ["kind"],
+            registry=r,
+        )
+        self.journal_unavailable = Gauge(
+            "dpdau_journal_unavailable", "1 while the journal cannot be reached (writes refused with 503)", registry=r
+        )
+        self.found_after_failure = Gauge(
+            "dpdau_journal_found_after_failure",
+            "Failed journal writes that had committed after all (dispatched, never acknowledged)",
+            registry=r,
+        )
+        self.snapshot_failures = Gauge("dpdau_snapshot_failures", "Snapshot writes that failed", registry=r)
+        self.snapshots_rejected = Gauge(
+            "dpdau_snapshots_rejected", "Snapshot files refused at start (corrupt, truncated, foreign)", registry=r
+        )
+        for kind in ("full", "busy", "failed"):
+            self.write_failures.labels(kind).set(0)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -87,6 +107,12 @@ class Metrics:
 
     def update(self, stats: SystemStats, budget: BudgetReportOut | None) -> None:
         self.ready.set(1 if stats.ready else 0)
+        for kind, n in stats.journal_write_failures.items():
+            self.write_failures.labels(kind).set(n)
+        self.journal_unavailable.set(1 if stats.journal_unavailable else 0)
+        self.found_after_failure.set(stats.journal_found_after_failure)
+        self.snapshot_failures.set(stats.snapshot_failures)
+        self.snapshots_rejected.set(stats.snapshots_rejected)
         self.releases.set(stats.releases)
         for actor, depth in stats.mailbox_depth.items():
             self.mailbox.labels(actor).set(depth)

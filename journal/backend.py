@@ -61,6 +61,11 @@ class JournalError(Exception):
     The CLI prints it as one line and exits with code 2."""
 
 
+class JournalTooNew(JournalError):
+    """The journal holds a format, or a record version, that only a newer dpdau understands.
+    Nothing is read past it and nothing is written: the operator upgrades, or points elsewhere."""
+
+
 class DuplicateRequest(Exception):
     """An idempotency key was already journaled (by another writer). Nothing of the group was
     written; the committer retries the group without these keys."""

@@ -11,7 +11,8 @@ Rules:
    ``kill`` (SIGKILL this process at that instant: what ``kill -9`` would do there),
    ``kill@N`` (on the N-th hit of the point), or ``raise:KIND`` / ``raise:KIND*N`` (raise the
    storage error KIND on every hit, or on the next N hits): ``full`` (SQLite's "database or disk
-   is full"), ``locked`` ("database is locked"), ``enospc`` / ``eio`` (OSError).
+   is full"), ``locked`` ("database is locked"), ``enospc`` / ``eio`` (OSError), ``busy`` (the
+   connection to the database lost).
 4. Points are named ``<module>.<moment>`` and listed in ``POINTS``; arming an unknown point is an
    error, so a renamed point cannot silently turn a test into a no-op.
 """
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 POINTS = {
     "journal.append": "before a group's INSERT is executed (the group is not stored)",
+    "journal.after_append": "a group is committed, its caller not yet told (a lost commit acknowledgement)",
+    "journal.refresh_head": "the committer asks the journal for its real head (after a failed write)",
     "journal.rewrite_commit": "inside a rewriting transaction (purge, shredding), just before COMMIT",
     "journal.after_rewrite_commit": "a rewrite committed, before its VACUUM",
     "journal.after_rebuild": "after VACUUM, before the WAL checkpoint",
@@ -123,4 +126,5 @@ _ERRORS: dict[str, Callable[[], Exception]] = {
     "locked": lambda: sqlite3.OperationalError("database is locked"),
     "enospc": lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
     "eio": lambda: OSError(errno.EIO, os.strerror(errno.EIO)),
+    "busy": lambda: ConnectionResetError(errno.ECONNRESET, "connection to the database lost"),
 }

@@ -32,6 +32,16 @@ Rules:
    ``partitions`` says what this process holds: ``None`` every key (records are dispatched as
    written), an empty set none (activity is dispatched without its keys: positions and
    idempotency only), a subset only those pseudonym partitions (read back from the journal).
+8. A storage failure (``journal.storage``: full, busy, broken; any backend) fails the requests of
+   that group with ``StorageUnavailable`` -- nothing of them is acknowledged -- and then the
+   committer *settles* before writing anything else: it asks the journal for its real head (a
+   connection lost after COMMIT was sent, an fsync error after the WAL frame: the write may have
+   happened after all) and dispatches every committed record it had not, so the live state never
+   lags the journal. If the journal cannot even be read (a database that is down), the committer
+   is *unsettled*: it fails what is queued and refuses new work with ``StorageUnavailable`` (503
+   + Retry-After, never a request hanging on a dead database), and retries settling with a
+   backoff until the journal answers again. A read error is never fatal; only a failed dispatch
+   (rule 5, a bug) is.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -49,6 +59,7 @@ import structlog
 
 from journal.backend import DuplicateRequest, Job, JournalBackend
 from journal.events import ActivityBatchRecorded, BudgetCharged, Event, StoredRecord
+from journal.storage import StorageUnavailable, classify, unavailable
 
 log = structlog.get_logger("journal.committer")
 
@@ -86,6 +97,8 @@ class CommitStats:
     last_group_events: int = 0
     recent_rate: float = 0.0  # events/s over recent groups, for Retry-After
     failures: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)  # storage failures (rule 8)
+    found_after_failure: int = 0  # failed writes that had committed after all (rule 8)
 
 
 class Committer:
@@ -111,15 +124,22 @@ class Committer:
         self.pending_events = 0
         self.dispatched_seq = journal.head if dispatched_seq is None else dispatched_seq
         self.failure: BaseException | None = None
+        self.unsettled: BaseException | None = None  # rule 8: the journal could not be read
+        self._settle_delay = self.SETTLE_MIN_SECONDS
         self.stats = CommitStats()
         self._follow_due = False
         self.followed_records = 0  # records other processes wrote, dispatched here (rule 7)
+
+    SETTLE_MIN_SECONDS = 0.1
+    SETTLE_MAX_SECONDS = 2.0
 
     # -- submitting ------------------------------------------------------------------------
 
     def _enqueue(self, item: _Item) -> asyncio.Future[list[StoredRecord]]:
         if self._closing or self.failure is not None:
             raise Closed("journal writer is not accepting work")
+        if self.unsettled is not None:
+            raise unavailable(self.unsettled, classify(self.unsettled) or "failed")
         self._queue.append(item)
         self.pending_events += item.size
         self._wake.set()
@@ -172,6 +192,13 @@ class Committer:
     async def run(self) -> None:
         try:
             while self.failure is None:
+                if self.unsettled is not None:  # rule 8: nothing is written until settled
+                    if self._closing:
+                        return
+                    await anyio.sleep(self._settle_delay)
+                    self._settle_delay = min(self._settle_delay * 2, self.SETTLE_MAX_SECONDS)
+                    await self._settle()
+                    continue
                 if self._follow_due:
                     self._follow_due = False
                     await self._catch_up()
@@ -220,17 +247,19 @@ class Committer:
             if rest:
                 await self._commit_group(rest)
             return
-        except Exception as exc:  # the transaction rolled back: nothing of this group exists
+        except Exception as exc:  # nothing of this group is acknowledged (rule 8)
             self.pending_events -= size
-            self.stats.failures += 1
-            log.error("journal_commit_failed", error=repr(exc), events=size)
+            answer = self._failed(exc, events=size)
+            await self._settle()  # first: by the time a client hears, the actors match the journal
             for item in group:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(answer)
             return
         self._account(started, len(stored), size)
         self.pending_events -= size
-        await self._deliver(stored)
+        if not await self._deliver(stored) and self.unsettled is not None:
+            self._fail_group(group, self.unsettled)
+            return
         i = 0
         for item in group:
             n = len(item.events)
@@ -251,6 +280,8 @@ class Committer:
                     await self._catch_up()  # rule 7: inside the lock, before deciding
                     if self.failure is not None:
                         raise Closed("journal writer failed while catching up")
+                    if self.unsettled is not None:  # rule 8: never decide without everything
+                        raise unavailable(self.unsettled, classify(self.unsettled) or "failed")
                     return await prepare(charges)
 
                 if item.lock_periods is not None:
@@ -261,31 +292,41 @@ class Committer:
         except Exception as exc:
             # A job may have committed before failing (e.g. compaction, then the rebuild):
             # whatever is durable must reach the actors, or state and journal diverge.
-            await self._catch_up()
+            answer = self._failed(exc, events=0)
+            if item.job is not None:
+                answer = exc  # maintenance: its caller wants the cause, not an HTTP answer
+            await self._settle()
             if not item.future.done():
-                item.future.set_exception(exc)
+                item.future.set_exception(answer)
             return
         self._account(started, len(stored), sum(r.last_seq - r.seq + 1 for r in stored))
-        await self._deliver(stored)
+        if not await self._deliver(stored) and self.unsettled is not None:
+            self._fail_group([item], self.unsettled)
+            return
         if not item.future.done():
             item.future.set_result(stored)
 
-    async def _deliver(self, stored: list[StoredRecord]) -> None:
-        """This process's own committed records: what others committed below them first (rule 7)."""
+    async def _deliver(self, stored: list[StoredRecord]) -> bool:
+        """This process's own committed records: what others committed below them first (rule 7).
+        False if they could not all be dispatched: a bug (``failure``), or the journal could not
+        be read back (``unsettled``; settling dispatches them later, rule 8)."""
         if not stored:
-            return
+            return True
         if stored[0].seq > self.dispatched_seq + 1:
             await self._catch_up(until=stored[0].seq - 1)
+            if self.unsettled is not None:
+                return False
             if self.failure is None and self.dispatched_seq != stored[0].seq - 1:
                 self.failure = RuntimeError(
                     f"journal gap: dispatched up to {self.dispatched_seq}, own records start at {stored[0].seq}"
                 )
             if self.failure is not None:
-                return
+                return False
         if self.partitions:  # a shard: its share of the keys is what the journal reads back
             await self._catch_up(until=stored[-1].last_seq)
-            return
+            return self.failure is None and self.unsettled is None
         await self._dispatch_checked(stored if self.partitions is None else [_keyless(r) for r in stored])
+        return self.failure is None
 
     async def _dispatch_checked(self, records: list[StoredRecord]) -> None:
         try:
@@ -299,22 +340,68 @@ class Committer:
 
     async def _catch_up(self, until: int | None = None) -> None:
         """Read and dispatch every record after ``dispatched_seq`` (up to ``until``): what a failed
-        job committed, or what other processes wrote (rule 7)."""
+        job committed, or what other processes wrote (rule 7). A read error leaves the committer
+        unsettled (rule 8), never failed: nothing diverged, the records are simply not read yet."""
         try:
-            if self.journal.shared:
-                await self.journal.refresh_head()
-            if self.journal.head <= self.dispatched_seq:
-                return
-            async for records in self.journal.read(self.dispatched_seq, partitions=self.partitions):
-                mine = [r for r in records if r.seq > self.dispatched_seq and (until is None or r.seq <= until)]
-                if mine:
-                    await self._dispatch_checked(mine)
-                    self.followed_records += len(mine)
-                if self.failure is not None or (until is not None and records[-1].last_seq >= until):
-                    return
+            await self._read_and_dispatch(until, refresh=self.journal.shared)
         except Exception as exc:
-            self.failure = exc
-            log.critical("catch_up_failed_state_diverged", error=repr(exc))
+            self._unsettle(exc)
+
+    async def _read_and_dispatch(self, until: int | None = None, *, refresh: bool) -> None:
+        if refresh:
+            await self.journal.refresh_head()
+        if self.journal.head <= self.dispatched_seq:
+            return
+        async for records in self.journal.read(self.dispatched_seq, partitions=self.partitions):
+            mine = [r for r in records if r.seq > self.dispatched_seq and (until is None or r.seq <= until)]
+            if mine:
+                await self._dispatch_checked(mine)
+                self.followed_records += len(mine)
+            if self.failure is not None or (until is not None and records[-1].last_seq >= until):
+                return
+
+    # -- storage failures (rule 8) -------------------------------------------------------------
+
+    def _failed(self, exc: Exception, *, events: int) -> Exception:
+        """Count and log a failed write; what its requests are answered with."""
+        self.stats.failures += 1
+        kind = classify(exc)
+        if kind is None:  # not a storage condition: a bug, answered as it is (500)
+            log.error("journal_write_failed", error=repr(exc), events=events)
+            return exc
+        self.stats.failures_by_kind[kind] = self.stats.failures_by_kind.get(kind, 0) + 1
+        log.error("journal_write_failed", kind=kind, error=repr(exc), events=events)
+        return exc if isinstance(exc, StorageUnavailable) else unavailable(exc, kind)
+
+    async def _settle(self) -> None:
+        """Learn the journal's real head and dispatch what was committed but not dispatched."""
+        before = self.dispatched_seq
+        try:
+            await self._read_and_dispatch(refresh=True)
+        except Exception as exc:
+            self._unsettle(exc)
+            return
+        if self.dispatched_seq > before and not self.journal.shared:  # (shared: others' records too)
+            self.stats.found_after_failure += 1
+            log.warning("journal_write_found_committed", first=before + 1, last=self.dispatched_seq)
+        if self.unsettled is not None:
+            log.info("journal_settled")
+        self.unsettled = None
+        self._settle_delay = self.SETTLE_MIN_SECONDS
+
+    def _unsettle(self, exc: Exception) -> None:
+        if self.unsettled is None:
+            log.error("journal_unsettled", kind=classify(exc), error=repr(exc))
+            self._fail_queue(unavailable(exc, classify(exc) or "failed"))
+        self.unsettled = exc
+
+    def _fail_group(self, items: list[_Item], cause: BaseException) -> None:
+        """Committed but not dispatched (the journal could not be read back): not acknowledged --
+        settling dispatches the records; a retry with the Idempotency-Key gets the first answer."""
+        answer = unavailable(cause, classify(cause) or "failed")
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(answer)
 
     def _account(self, started: float, records: int, events: int) -> None:
         elapsed = time.perf_counter() - started

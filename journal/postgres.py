@@ -53,11 +53,20 @@ import numpy as np
 import structlog
 
 from journal import events as ev
+from journal import faults
 from journal.backend import DuplicateRequest, Exclusive, JournalError, KeyMapping, Member, Prepare
 from journal.events import StoredRecord
+from journal.storage import StorageUnavailable
 
 log = structlog.get_logger("journal.postgres")
 
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.AdminShutdownError,
+    OSError,
+)
 _ACTIVITY = ev.ActivityBatchRecorded.KIND
 _CHARGE = ev.BudgetCharged.KIND
 SMALL_GROUP_EVENTS = 256  # up to this many events a group is one statement; above, binary COPY
@@ -290,6 +299,7 @@ class PostgresJournal:
         self.epoch = 0
         self.rebuilt_epoch = 0
         self._rewrote = False
+        self._owned = False  # holds an ownership lock (to take again after a reconnect)
         self.erasure_problems: list[str] = []
         self.shared = False  # several serving processes write this journal (rule 6)
         self._listener: asyncpg.Connection | None = None
@@ -325,6 +335,7 @@ class PostgresJournal:
             if shared or exclusive:
                 await self._take_ownership(shared)
             self.shared = shared
+            self._owned = shared or exclusive
             self.erasure_problems = await check_erasure_settings(writer)
         except BaseException:
             await writer.close()
@@ -394,6 +405,36 @@ class PostgresJournal:
             who = "an offline dpdau command" if shared else "another dpdau process (a server?)"
             raise JournalError(f"JOURNAL_URL: the journal at {_redact(self.url)} is in use by {who}")
 
+    async def _writer(self) -> asyncpg.Connection:
+        """The writer connection; after it was lost (a restart of PostgreSQL, a network cut, an
+        administrator's ``pg_terminate_backend``) a new one, with the ownership lock taken again.
+        What the lost connection was doing rolled back, or committed: the committer finds out
+        (``groupcommit`` rule 8)."""
+        if not self._conn.is_closed():
+            return self._conn
+        log.warning("journal_reconnecting", url=_redact(self.url))
+        conn = await asyncpg.connect(self.url, timeout=10)
+        self._conn = conn
+        if self._owned:
+            try:
+                await self._take_ownership(self.shared)
+            except JournalError as exc:  # taken by another process while we were cut off: never write
+                await conn.close()
+                raise StorageUnavailable("failed", str(exc)) from exc
+        log.info("journal_reconnected", url=_redact(self.url))
+        return conn
+
+    @asynccontextmanager
+    async def _dropping_broken(self) -> AsyncIterator[None]:
+        """A connection-level failure leaves the writer unusable (asyncpg may not have seen the
+        server's FATAL yet): drop it, so the next write reconnects (``_writer``)."""
+        try:
+            yield
+        except _CONNECTION_ERRORS:
+            if not self._conn.is_closed():
+                self._conn.terminate()
+            raise
+
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
             if self._listener is not None:
@@ -462,14 +503,17 @@ class PostgresJournal:
         if not events:
             return []
         group = encode_group(events)
-        async with self._lock:
+        async with self._lock, self._dropping_broken():
+            await self._writer()
             try:
+                faults.hit("journal.append")
                 if group.events <= SMALL_GROUP_EVENTS:
                     base = await self._append_statement(self._conn, group)
                 else:
                     async with self._conn.transaction():
                         base = await self._append_copy(self._conn, group)
                         await self._notify(self._conn)
+                faults.hit("journal.after_append")  # committed; the caller may never hear of it
             except asyncpg.UniqueViolationError as exc:
                 raise await self._duplicate(exc, group) from None
         return self._stored(events, group, base)
@@ -552,7 +596,12 @@ class PostgresJournal:
     async def append_locked(self, periods: Iterable[str], prepare: Prepare) -> list[StoredRecord]:
         """Rule 4: lock the periods (sorted), read their charges, decide, write -- one transaction."""
         wanted = sorted(set(periods))
-        async with self._lock, self._conn.transaction():
+        async with self._lock, self._dropping_broken():
+            await self._writer()
+            return await self._append_locked(wanted, prepare)
+
+    async def _append_locked(self, wanted: list[str], prepare: Prepare) -> list[StoredRecord]:
+        async with self._conn.transaction():
             conn = self._conn
             await conn.execute(
                 "INSERT INTO accounting_periods SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", wanted
@@ -587,6 +636,7 @@ class PostgresJournal:
 
     async def refresh_head(self) -> int:
         """The committed head, and the epochs other processes' rewrites moved (rule 6)."""
+        faults.hit("journal.refresh_head")
         async with self._reader() as conn:
             row = await conn.fetchrow("SELECT head, epoch, rebuilt_epoch FROM journal_head")
         head: int = row["head"]
@@ -733,6 +783,7 @@ class PostgresJournal:
         """One transaction holding the head row: no other writer appends until it ends."""
         saved = (self._head, self.key_version)
         async with self._lock:
+            await self._writer()
             tx = self._conn.transaction()
             await tx.start()
             self._tx = self._conn
@@ -747,7 +798,10 @@ class PostgresJournal:
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     self._tx = None
-                    await tx.rollback()
+                    try:
+                        await tx.rollback()
+                    except _CONNECTION_ERRORS:  # the connection is gone: so is the transaction
+                        self._conn.terminate()
                 self._head, self.key_version = saved
                 self._rewrote = False
                 raise

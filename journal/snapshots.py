@@ -51,6 +51,7 @@ class SnapshotStore:
     def __init__(self, directory: Path | str, *, keep: int = 2) -> None:
         self.directory = Path(directory)
         self.keep = keep
+        self.rejected = 0  # files load_latest skipped (a metric: corrupt, truncated, foreign, ...)
 
     def save(self, payload: bytes, *, last_seq: int, journal_id: str, payload_version: int, epoch: int = 0) -> Path:
         """``epoch``: the journal's epoch read before the state was captured (rule 2)."""
@@ -90,6 +91,7 @@ class SnapshotStore:
             try:
                 info, payload = self._read(path, journal_id, head, payload_version, epoch)
             except (OSError, ValueError) as exc:
+                self.rejected += 1
                 log.warning("snapshot_skipped", file=path.name, reason=str(exc))
                 continue
             return info, payload

@@ -49,7 +49,7 @@ import numpy as np
 
 from journal import events as ev
 from journal import faults
-from journal.backend import Exclusive, Job, JournalBackend, KeyMapping, Member, Prepare
+from journal.backend import Exclusive, Job, JournalBackend, JournalTooNew, KeyMapping, Member, Prepare
 from journal.events import StoredRecord
 
 SCHEMA = """
@@ -98,10 +98,6 @@ class Postings:
 
 
 Segment = tuple[int, int, np.ndarray, np.ndarray]  # (first seq, last seq, sorted keys, their seqs)
-
-
-class JournalTooNew(Exception):
-    """The journal file was written by a newer version of this software (rule 6)."""
 
 
 def bucket_of(keys: np.ndarray) -> np.ndarray:
@@ -281,7 +277,14 @@ class SqliteJournal:
         await self.index_pending()
 
     async def refresh_head(self) -> int:
-        return self.head  # the only writer is this process (rule 1)
+        """What the file holds, not what this process believes: after a failed write whose
+        outcome is unknown (an fsync error after the WAL frame was written) the rows may be
+        there (``groupcommit`` rule 8). Called by the writer's owner only, between writes."""
+        faults.hit("journal.refresh_head")
+        async with self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM journal") as cur:
+            stored = _scalar(await cur.fetchone())
+        self.head = max(self.head, stored)
+        return self.head
 
     async def wait_for_commits(self, timeout: float) -> None:
         await anyio.sleep(timeout)  # nobody else writes this file (backend rule 6)
@@ -329,6 +332,7 @@ class SqliteJournal:
             try:
                 faults.hit("journal.append")
                 await self._db.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
+                faults.hit("journal.after_append")  # committed; the caller may never hear of it
             except BaseException:
                 self.head = head
                 raise

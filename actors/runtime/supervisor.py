@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from actors.refusals import Refusal
 from actors.runtime.actor import Actor, Wake
+from journal.storage import StorageUnavailable
 
 log = structlog.get_logger("actors.runtime")
 
@@ -46,7 +47,7 @@ class Supervisor:
                     if not isinstance(message, Wake):
                         await actor.handle(message)
                     actor.processed += 1
-                except Refusal as exc:
+                except (Refusal, StorageUnavailable) as exc:  # an answer for the asker, not a crash
                     reply = getattr(message, "reply", None)
                     if isinstance(reply, asyncio.Future) and not reply.done():
                         reply.set_exception(exc)

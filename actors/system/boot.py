@@ -20,7 +20,8 @@ import structlog
 from actors.settings import EngineSettings
 from actors.state import world as world_mod
 from actors.state.world import World
-from journal.backend import JournalBackend
+from journal import events as ev
+from journal.backend import JournalBackend, JournalTooNew
 from journal.snapshots import SnapshotStore
 
 log = structlog.get_logger("actors.system")
@@ -61,12 +62,19 @@ async def restore_world(
                 world = World.restore(snap, idempotency_keys=settings.idempotency_keys_kept)
                 start = from_seq = snap.last_seq
             except Exception as exc:  # valid checksum but undecodable: never trust it
+                store.rejected += 1
                 log.warning("snapshot_undecodable", file=info.path.name, error=repr(exc))
                 world, start, from_seq = None, 0, None
     if world is None:
         world = World(idempotency_keys=settings.idempotency_keys_kept)
-    async for records in journal.read(start, chunk=512, partitions=partitions):
-        for rec in records:
-            world.apply(rec)
+    try:
+        async for records in journal.read(start, chunk=512, partitions=partitions):
+            for rec in records:
+                world.apply(rec)
+    except ev.UnknownEvent as exc:  # never skip a record: stop, and say why (events.py rule 2)
+        raise JournalTooNew(
+            f"the journal holds a record this dpdau cannot read ({exc}) after position {world.days_seq}: "
+            "it was written by a newer dpdau; upgrade before starting"
+        ) from exc
     world.fold()
     return world, from_seq

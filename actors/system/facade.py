@@ -99,6 +99,7 @@ class ActorSystem:
         )
         self.ready = False
         self.boot_error: BaseException | None = None
+        self.boot_failed = anyio.Event()  # set with boot_error: the process cannot serve (serve() exits)
         self.restored_from: int | None = None
         self.actor_crashes: dict[str, int] = {}
         self._bg_scope = anyio.CancelScope()
@@ -144,9 +145,12 @@ class ActorSystem:
             unshredded = await compaction.unshredded_runs(self.journal)
             self._spawn(world)
         except Exception as exc:
+            # Not raised into the task group: the gateway owns the process and ends it cleanly (one
+            # line, an exit code); liveness keeps answering, readiness never turns true.
             self.boot_error = exc
             log.critical("boot_failed", error=repr(exc))
-            raise
+            self.boot_failed.set()
+            return
         self._tg.start_soon(self.committer.run, name="committer")
         self._tg.start_soon(self._background, name="background")
         self.snapshots.last_seq = self.restored_from or 0
@@ -538,7 +542,12 @@ class ActorSystem:
     def stats(self) -> SystemStats:
         """Numbers for /metrics (gateway/metrics.py says why each is safe): operational only --
         never a journal position or a count of events, users or days with data."""
-        stats = SystemStats(ready=self.ready, actor_crashes=dict(self.actor_crashes))
+        stats = SystemStats(
+            ready=self.ready,
+            actor_crashes=dict(self.actor_crashes),
+            snapshot_failures=self.snapshots.failures,
+            snapshots_rejected=self.snapshots.store.rejected,
+        )
         if not self.ready:
             return stats
         days = self.router.days.values()
@@ -556,6 +565,9 @@ class ActorSystem:
             scheduled=info.scheduled,
             refused=info.refused,
             schedule_failures=self.scheduler.stats.failures if self.scheduler is not None else 0,
+            journal_write_failures=dict(self.committer.stats.failures_by_kind),
+            journal_unavailable=self.committer.unsettled is not None,
+            journal_found_after_failure=self.committer.stats.found_after_failure,
         )
 
 
@@ -584,6 +596,11 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     scheduled: dict[str, int] = {}  # scheduled publications made, per metric (public: /releases, /series)
     refused: dict[str, int] = {}  # scheduled publications refused by the budget, per metric (public: /series)
     schedule_failures: int = 0
+    journal_write_failures: dict[str, int] = {}  # by kind: full / busy / failed (journal.storage)
+    journal_unavailable: bool = False  # the committer cannot reach the journal (groupcommit rule 8)
+    journal_found_after_failure: int = 0  # failed writes that had committed after all
+    snapshot_failures: int = 0
+    snapshots_rejected: int = 0  # at boot: corrupt, truncated or foreign files
 
 
 async def _rebuild(journal: JournalBackend) -> list[StoredRecord]:

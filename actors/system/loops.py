@@ -26,7 +26,17 @@ log = structlog.get_logger("actors.system")
 
 
 async def journal_housekeeping(journal: JournalBackend, committer: Committer) -> None:
-    await journal.housekeeping(committer.run_job)
+    """The backend's background work, restarted after a failure (a full disk, a database that
+    went away): it is an optimisation, and must never take the service down with it."""
+    delay = 1.0
+    while True:
+        try:
+            await journal.housekeeping(committer.run_job)
+            return
+        except Exception as exc:
+            log.error("journal_housekeeping_failed", error=repr(exc), retry_in=delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 FOLLOW_POLL_SECONDS = 1.0  # a lost notification (a reconnect) costs at most this much delay

@@ -8,8 +8,9 @@ import pytest
 
 from actors.erasure import purge_erased
 from journal import compaction, faults
+from journal.backend import JournalTooNew
 from journal.snapshots import SnapshotStore
-from journal.store import FORMAT, Journal, JournalTooNew
+from journal.store import FORMAT, Journal
 from tests.journal.helpers import DB_NAME, batch, erased
 
 JID = "0123456789abcdef0123456789abcdef"
