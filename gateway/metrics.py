@@ -16,6 +16,11 @@ a release protects, nor is any a per-day series. Kept:
 - ``dpdau_scheduled_releases{metric}``, ``dpdau_scheduled_refused{metric}``,
   ``dpdau_schedule_tick_failures``: the schedule's publications and refusals depend only on the
   clock, the configuration and the budget (``actors/state/schedule.py``): as public as ``/series``.
+- ``dpdau_journal_write_failures{kind}``, ``dpdau_journal_found_after_failure``,
+  ``dpdau_journal_unavailable``, ``dpdau_snapshot_failures``, ``dpdau_snapshots_rejected``:
+  storage health (``journal/storage.py``). Counts of failed *operations* (a group commit, a
+  snapshot write, a snapshot file refused at start) and a 0/1 flag -- never of events or users:
+  a group holds any number of requests, a request any number of events.
 
 Removed (each was an exact number about the data): events ingested and the journal position (a
 count of events: one ``+`` per user-day gives DAU), events pending commit and commit groups (the

@@ -502,8 +502,8 @@ class Harness:
                     if isinstance(e, ev.ActivityBatchRecorded):
                         for k, d, op in zip(e.key_array().tolist(), e.day_array().tolist(), e.op_array().tolist()):
                             (model.setdefault(d, set()).add if op else model.setdefault(d, set()).discard)(k)
-                        if e.idempotency_key is not None:
-                            seen[e.idempotency_key] += 1
+                        if e.idempotency_key is not None:  # "<calling key>:<Idempotency-Key>"
+                            seen[e.idempotency_key.split(":", 1)[1]] += 1
                             self.check_batch(n, e)
                     elif isinstance(e, ev.UserErased) and e.key is not None:
                         for members in model.values():
@@ -523,7 +523,7 @@ class Harness:
     def check_batch(self, n: int, e: ev.ActivityBatchRecorded) -> None:
         """The journaled batch is what the client sent, except that a purge may have removed the
         events of erased users (and nothing else)."""
-        sent = self.ledger.batches.get(e.idempotency_key or "")
+        sent = self.ledger.batches.get((e.idempotency_key or ":").split(":", 1)[1])
         assert sent is not None, f"cycle {n}: the journal holds a batch no client sent: {e.idempotency_key}"
         want = [(int(self.pseudonyms.key(u)), d, 1 if op == "+" else 0) for u, d, op in sent]
         got = list(zip(e.key_array().tolist(), e.day_array().tolist(), e.op_array().tolist()))

@@ -62,8 +62,9 @@ async def _journal_keys(data: Path, url: str | None = None) -> tuple[dict[str, i
             for rec in records:
                 if isinstance(rec.event, ev.ActivityBatchRecorded):
                     events += rec.event.size
-                    if rec.event.idempotency_key:
-                        keys[rec.event.idempotency_key] = keys.get(rec.event.idempotency_key, 0) + 1
+                    if rec.event.idempotency_key:  # stored as "<calling key>:<Idempotency-Key>"
+                        key = rec.event.idempotency_key.split(":", 1)[1]
+                        keys[key] = keys.get(key, 0) + 1
         world, _ = await restore_world(
             journal, None, config_mod.load(environ={}, dotenv=None).engine, use_snapshot=False
         )
@@ -213,7 +214,7 @@ def _serve_once(data: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
         cwd=ROOT,
-        env={**os.environ, "DATA_DIR": str(data)},
+        env={**os.environ, "DATA_DIR": str(data), "API_KEY": "k" * 32},
         capture_output=True,
         text=True,
         timeout=120,

@@ -119,6 +119,11 @@ async def test_metrics_are_operational_only(tmp_path):
             "dpdau_scheduled_releases",
             "dpdau_scheduled_refused",
             "dpdau_schedule_tick_failures",
+            "dpdau_journal_write_failures",
+            "dpdau_journal_found_after_failure",
+            "dpdau_journal_unavailable",
+            "dpdau_snapshot_failures",
+            "dpdau_snapshots_rejected",
         }
         assert names <= allowed, names - allowed  # a new metric must be audited (gateway/metrics.py) first
         values = [
