@@ -21,6 +21,7 @@ import numpy as np
 
 from actors.settings import EngineSettings
 from actors.state import periods
+from actors.state.world import WorldSnapshot
 from actors.system import ActorSystem
 from journal import location
 from journal.location import JournalSpec
@@ -176,7 +177,7 @@ def settings(**overrides) -> EngineSettings:
     return EngineSettings(**base)
 
 
-async def crash_image(system: ActorSystem, dst: Path) -> JournalSpec:
+async def crash_image(system: ActorSystem, dst: Path, *, position: list[int] | None = None) -> JournalSpec:
     """The deployment as a ``kill -9`` at this instant leaves it: the data directory copied inside
     an exclusive committer job, so no journal write (the indexer's included) is half-done while
     copying -- and, on PostgreSQL, the journal's database copied into a fresh one in the same job.
@@ -190,6 +191,8 @@ async def crash_image(system: ActorSystem, dst: Path) -> JournalSpec:
             dst.mkdir(parents=True)
 
     async def copy(journal: object) -> list:
+        if position is not None:
+            position.append(system.committer.dispatched_seq)
         await anyio.to_thread.run_sync(copy_files)
         if system.spec.kind == "postgresql":
             from tests import pg
@@ -201,6 +204,18 @@ async def crash_image(system: ActorSystem, dst: Path) -> JournalSpec:
     if url:
         return location.parse(url[0], dst)
     return sqlite_spec(dst)
+
+
+async def crash_image_and_state(system: ActorSystem, dst: Path) -> tuple[JournalSpec, WorldSnapshot]:
+    """A crash image and the live state at exactly its position. Background writers (the
+    scheduler, a shredding) may commit between the copy and the capture; then try again."""
+    for attempt in range(50):
+        at: list[int] = []
+        image = await crash_image(system, dst.with_name(f"{dst.name}-{attempt}"), position=at)
+        live = await system.collect()
+        if live.days_seq == at[0]:
+            return image, live
+    raise AssertionError("the journal never held still long enough for a crash image")
 
 
 def sqlite_spec(data_dir: Path) -> JournalSpec:

@@ -32,7 +32,7 @@ from journal import compaction, location
 from journal.location import JournalSpec
 from journal.snapshots import _HEADER, SnapshotStore
 from tests import pg
-from tests.support import FakeClock, Model, crash_image, day, ingest, running_system, sqlite_spec
+from tests.support import FakeClock, Model, crash_image_and_state, day, ingest, running_system, sqlite_spec
 from tests.support import settings as engine_settings
 
 BASE = day("2025-03-20")  # long closed: releases are allowed
@@ -136,14 +136,14 @@ async def scenario(ops, workdir: Path, spec: JournalSpec) -> None:
                 targets = [compaction.PurgeTarget(e.erasure_id, e.key, e.seq, e.requested_at) for e in outstanding]
                 if op[1] and targets:  # the process dies after the commit, before the snapshots
                     await system.committer.run_job(lambda journal, t=targets: purge_erased(journal, t))
-                    image = await crash_image(system, workdir / f"image-{i}")
-                    images.append((image, canonical(await system.collect())))
+                    image, at_crash = await crash_image_and_state(system, workdir / f"image-{i}")
+                    images.append((image, canonical(at_crash)))
                     await system._replace_snapshots()
                 else:
                     await system._purge(outstanding)
             elif op[0] == "crash":
-                image = await crash_image(system, workdir / f"image-{i}")
-                images.append((image, canonical(await system.collect())))
+                image, at_crash = await crash_image_and_state(system, workdir / f"image-{i}")
+                images.append((image, canonical(at_crash)))
             elif op[0] == "tick":
                 clock.now += dt.timedelta(days=1)
                 await system.scheduler.tick()
