@@ -10,10 +10,11 @@ DATA_DIR/bench/cluster-latest.*):
 - ingest: single events (1 event/request, 32 connections, ``wrk`` when installed) and batches
   (1,000 events/request, 8 connections, the keep-alive Python client) against SQLite (one
   process), PostgreSQL with 1 and 2 gateway workers (``--workers``), and 2 workers over 2 shards;
-- MAU release time for ``--mau-users`` users/day x 30 days, loaded straight into the journal
-  (1M users/day -> 30M events), at 1, 2 and 4 shards (``--shards N`` gateway + N ``--shard``
-  processes), one whole-state PostgreSQL process, and SQLite; each configuration is timed on
-  revisions (``POST /releases/revise``: a full release -- cut, count, noise, charge -- every time);
+- MAU release time for ``--mau-users`` users/day, loaded straight into the journal (1M users/day ->
+  ~46M events for 46 days), at 1, 2 and 4 shards (``--shards N`` gateway + N ``--shard``
+  processes), one whole-state PostgreSQL process, and SQLite: each configuration publishes the
+  30-day windows of consecutive days (the first after its start merges the whole window; the
+  next ones slide it by a day, ``SlidingUnion``), days no other configuration published;
 - baselines: an aiohttp server that only answers, as 1 and as 2 processes on one port
   (``SO_REUSEPORT``): the ceiling of any handler on this machine.
 
@@ -159,14 +160,16 @@ async def new_database(admin_url: str) -> str:
     return await pg.create_database(admin_url)
 
 
-def mau_days(users: int, days: int, seed: int) -> list[np.ndarray]:
-    """Each day ``users`` distinct users out of 2x as many (so the 30-day union is ~2x)."""
-    rng = np.random.default_rng(seed)
-    population = rng.integers(-(2**62), 2**62, size=2 * users, dtype=np.int64)
-    return [rng.choice(population, size=users, replace=False) for _ in range(days)]
+def population(users: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-(2**62), 2**62, size=2 * users, dtype=np.int64)
 
 
-async def load_journal(spec_url: str | None, data: Path, daily: list[np.ndarray]) -> float:
+def day_keys(pop: np.ndarray, users: int, seed: int, day: int) -> np.ndarray:
+    """Day ``day``'s ``users`` distinct users out of ``pop`` (2x as many: a window's union ~2x)."""
+    return np.random.default_rng([seed, day]).choice(pop, size=users, replace=False)
+
+
+async def load_journal(spec_url: str | None, data: Path, pop: np.ndarray, users: int, days: int, seed: int) -> float:
     from journal import events as ev
     from journal import location
     from journal.store import SqliteJournal
@@ -175,12 +178,13 @@ async def load_journal(spec_url: str | None, data: Path, daily: list[np.ndarray]
     journal = await spec.open()
     started = time.perf_counter()
     try:
-        d0 = np.datetime64(MAU_START).astype(int)
-        for offset, keys in enumerate(daily):
+        d0 = int(np.datetime64(MAU_START).astype(int))
+        for offset in range(days):
+            keys = day_keys(pop, users, seed, offset)
             for chunk in np.array_split(keys, max(1, len(keys) // 100_000)):
-                days = np.full(len(chunk), d0 + offset, dtype=np.int32)
+                day = np.full(len(chunk), d0 + offset, dtype=np.int32)
                 ops = np.ones(len(chunk), dtype=np.uint8)
-                await journal.append([ev.ActivityBatchRecorded.from_arrays(chunk, days, ops, received_at=time.time())])
+                await journal.append([ev.ActivityBatchRecorded.from_arrays(chunk, day, ops, received_at=time.time())])
         if isinstance(journal, SqliteJournal):
             await journal.index_pending()  # built now, not by the server while it is being timed
     finally:
@@ -188,46 +192,56 @@ async def load_journal(spec_url: str | None, data: Path, daily: list[np.ndarray]
     return time.perf_counter() - started
 
 
-def time_releases(server: ServerProcess, n: int) -> list[float]:
-    """Wall time of a full MAU release as the client sees it: revisions (the first request for the
-    window may be answered from the book when an earlier configuration released it)."""
+def iso(offset: int) -> str:
+    return str(np.datetime64(MAU_START) + offset)
+
+
+def time_releases(server: ServerProcess, ends: list[int]) -> list[float]:
+    """Wall time of each day's 30-day MAU release as the client sees it, one day after another
+    (the first after a start merges the whole window; the next ones slide it by a day)."""
     times = []
-    status, body, _ = server.http.get(f"/mau?end={MAU_END}", timeout=600)
-    assert status == 200, body
-    for _ in range(n + 1):
+    for end in ends:
         started = time.perf_counter()
-        status, body, _ = server.http.post(
-            "/releases/revise", {"metric": "mau", "end": MAU_END, "window": 30}, timeout=600
-        )
-        assert status == 201, body
+        status, body, _ = server.http.get(f"/mau?end={iso(end)}", timeout=600)
+        assert status == 200, body
         times.append(time.perf_counter() - started)
     return times
 
 
 async def mau_phase(args: argparse.Namespace, workdir: Path, pg_admin: str) -> dict:
-    print(f"MAU: {args.mau_users:,} users/day x 30 days ...", flush=True)
-    daily = mau_days(args.mau_users, 30, args.seed)
-    union = len(np.unique(np.concatenate(daily)))
-    out: dict = {"users_per_day": args.mau_users, "days": 30, "events": args.mau_users * 30, "mau_exact": union}
+    pg_configs = [("postgresql, 1 process (whole state)", 0)] + [
+        (f"postgresql, {n} shard{'s' * (n > 1)}", n) for n in (1, 2, 4)
+    ]
+    slides = args.releases  # daily releases after the first, per configuration
+    per = 1 + slides
+    days = 29 + per * len(pg_configs) + 1  # each configuration publishes its own days' windows
+    print(f"MAU: {args.mau_users:,} users/day x {days} days ...", flush=True)
+    pop = population(args.mau_users, args.seed)
+    out: dict = {"users_per_day": args.mau_users, "window": 30, "days": days, "events": args.mau_users * days}
+    first = day_keys(pop, args.mau_users, args.seed, 0)
+    out["window_union"] = len(
+        np.unique(np.concatenate([day_keys(pop, args.mau_users, args.seed, d) for d in range(30)]))
+    )
+    del first
     env = {"LOG_LEVEL": "warning", "HASH_SALT_SECRET": SECRET, "SNAPSHOT_EVERY_EVENTS": str(10**10), **UNLIMITED}
     env["SNAPSHOT_EVERY_SECONDS"] = "100000"
+    env["RELEASE_SCHEDULE"] = "on-demand"
     sqlite_data = workdir / "mau-sqlite"
-    out["load_sqlite_s"] = await load_journal(None, sqlite_data, daily)
+    out["load_sqlite_s"] = await load_journal(None, sqlite_data, pop, args.mau_users, 29 + per, args.seed)
     pg_url = await new_database(pg_admin)
-    out["load_postgresql_s"] = await load_journal(pg_url, workdir / "mau-pg-load", daily)
-    del daily
-    configs = [("sqlite, 1 process", None, 0), ("postgresql, 1 process (whole state)", pg_url, 0)]
-    configs += [(f"postgresql, {n} shard{'s' * (n > 1)}", pg_url, n) for n in (1, 2, 4)]
+    out["load_postgresql_s"] = await load_journal(pg_url, workdir / "mau-pg-load", pop, args.mau_users, days, args.seed)
+    configs = [("sqlite, 1 process", None, 0, 0)]
+    configs += [(label, pg_url, shards, i) for i, (label, shards) in enumerate(pg_configs)]
     releases = {}
-    for n, (label, url, shards) in enumerate(configs):
-        print(f"MAU release: {label} ...", flush=True)
+    for n, (label, url, shards, i) in enumerate(configs):
+        print(f"MAU releases: {label} ...", flush=True)
         run_env = {**env, **({"JOURNAL_URL": url} if url else {})}
         data = sqlite_data if url is None else workdir / f"mau-{n}"
         started = time.perf_counter()
         gateway, shard_procs = start_servers(data, run_env, shards, 1)
         ready = time.perf_counter() - started
         try:
-            times = time_releases(gateway, args.releases)
+            times = time_releases(gateway, [29 + i * per + j for j in range(per)])
         finally:
             stop_servers(gateway, *shard_procs)
         releases[label] = {
@@ -311,11 +325,12 @@ def markdown(out: dict) -> str:
         m = out["mau"]
         lines += [
             "",
-            f"MAU release, {m['users_per_day']:,} users/day x {m['days']} days ({m['events']:,} events, exact MAU "
-            f"{m['mau_exact']:,}; loaded in {m['load_sqlite_s']:.0f} s into SQLite, {m['load_postgresql_s']:.0f} s "
-            "into PostgreSQL):",
+            f"MAU release (30-day window), {m['users_per_day']:,} users/day ({m['window_union']:,} in a window), "
+            f"{m['days']} days ({m['events']:,} events) loaded straight into the journal "
+            f"({m['load_sqlite_s']:.0f} s into SQLite, {m['load_postgresql_s']:.0f} s into PostgreSQL); each "
+            "configuration publishes consecutive days' windows:",
             "",
-            "| configuration | first release s | revision median s | max s | start to ready s |",
+            "| configuration | first release after start, s | daily release median s | max s | start to ready s |",
             "|---|---|---|---|---|",
         ]
         for label, r in m["releases"].items():
@@ -331,7 +346,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=8.0, help="per ingest measurement")
     p.add_argument("--mau-users", type=int, default=1_000_000, help="users per day (30 days)")
-    p.add_argument("--releases", type=int, default=5, help="timed revisions per configuration")
+    p.add_argument("--releases", type=int, default=3, help="daily releases timed after the first, per configuration")
     p.add_argument("--pg-url", help="an existing PostgreSQL (admin URL); default: a throwaway cluster")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-mau", action="store_true")

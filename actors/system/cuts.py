@@ -10,8 +10,9 @@ Theory of operation (the protocol; HANDOFF "Shards and the consistent cut"):
    the days *exactly at C* -- and keeps them under ``cut_id`` (the newest ``keep`` cuts).
 3. The coordinator asks every shard for ``count(cut_id, C)`` (``ShardClient``; the gateway's
    implementation is an internal HTTP route). A shard waits until it has dispatched C, unions
-   its views once (worker thread) and answers how many of its users were active in the window at
-   C. A user lives in exactly one shard (``topology`` rule 1), so the sum is the exact count at C
+   its views once (worker thread; kept incrementally per window length, ``SlidingUnion``, so a
+   daily release slides its share of the window by a day) and answers how many of its users
+   were active in the window at C. A user lives in exactly one shard (``topology`` rule 1), so the sum is the exact count at C
    -- sensitivity 1 -- and noise and accounting happen once, on the sum, in the coordinator.
 4. Under the period lock (release rule 4) the coordinator has dispatched everything committed
    before the lock, so it knows every erasure journaled after C; it asks each shard how many of
@@ -32,8 +33,9 @@ from typing import Protocol
 import anyio
 import numpy as np
 
-from actors.days import GetView
+from actors.days import DayView, GetView
 from actors.refusals import ShardsUnavailable
+from actors.sketches import SlidingUnion
 from actors.state import membership
 from actors.system.router import Router, collect_views
 from journal import events as ev
@@ -42,6 +44,7 @@ from journal.events import StoredRecord
 
 CUT_WAIT_SECONDS = 30.0  # how long a shard waits to reach a cut before answering "unavailable"
 HEARTBEAT_FRESH_SECONDS = 15.0  # a shard whose row is older than this is taken for dead
+UNION_CACHES = 4  # window lengths whose incremental union a shard keeps
 
 
 class CutUnavailable(Exception):
@@ -63,6 +66,8 @@ class CutBook:
         self.router = router
         self.keep = keep
         self._cuts: OrderedDict[str, _Cut] = OrderedDict()
+        self._unions: dict[int, SlidingUnion] = {}  # window length -> its incremental union
+        self._union_lock = anyio.Lock()  # one worker thread touches the caches at a time
 
     async def on_cut(self, rec: StoredRecord) -> None:
         event = rec.event
@@ -84,9 +89,20 @@ class CutBook:
         async with cut.lock:
             if cut.union is None:
                 views = await collect_views(cut.asks, seq)
-                cut.union = await anyio.to_thread.run_sync(membership.union, [v.members for v in views])
+                async with self._union_lock:
+                    cut.union = await anyio.to_thread.run_sync(self._window_union, views)
                 cut.asks = []
             return cut.union
+
+    def _window_union(self, views: list[DayView]) -> np.ndarray:
+        """As the release actor's (``SlidingUnion`` per window length, the newest few kept)."""
+        if len(views) == 1:
+            return views[0].members
+        cache = self._unions.pop(len(views), None) or SlidingUnion()
+        self._unions[len(views)] = cache
+        while len(self._unions) > UNION_CACHES:
+            self._unions.pop(next(iter(self._unions)))
+        return cache.union({v.day: v.members for v in views})
 
     async def count(self, cut_id: str, seq: int) -> int:
         return len(await self.union(cut_id, seq))
