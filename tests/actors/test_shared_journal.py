@@ -21,7 +21,7 @@ from actors.state.release_book import ReleaseKey
 from actors.system import ActorSystem
 from journal import events as ev
 from journal import location
-from tests.support import Model, day, ingest, running_system
+from tests.support import FakeClock, Model, day, ingest, running_system
 from tests.support import settings as engine_settings
 
 BASE = day("2025-03-02")  # long closed
@@ -206,3 +206,60 @@ async def test_an_erasure_is_purged_once_with_two_purgers(pg_url, tmp_path):
         assert not any(
             5 in np.frombuffer(r.event.keys, "<i8") for r in records if isinstance(r.event, ev.ActivityBatchRecorded)
         )
+
+
+async def test_counter_runs_in_two_processes_start_once_and_step_once(pg_url, tmp_path):
+    """``MAU_MECHANISM=sqrt`` with two whole-state workers: both race through the same month's
+    days; one run is started (one charge), each step t is journaled once, each day released once."""
+    async with AsyncExitStack() as stack:
+        systems = await two_systems(stack, pg_url, tmp_path, mau_mechanism="sqrt")
+        await ingest(systems[0], [(k, BASE + d, 1) for k in range(1, 30) for d in range(8) if (k + d) % 3])
+        await followed(systems)
+        answers: dict[int, set[str]] = {d: set() for d in range(8)}
+
+        async def ask(s: ActorSystem, d: int) -> None:
+            answers[d].add((await s.release(ReleaseKey.mau(BASE + d, 30))).release_id)
+
+        async with anyio.create_task_group() as tg:
+            for d in (7, 2, 5, 0, 3, 6, 1, 4):
+                for s in systems:
+                    tg.start_soon(ask, s, d)
+        records = await all_records(systems[0])
+        started = [r.event for r in records if isinstance(r.event, ev.CounterStarted)]
+        steps = [r.event.t for r in records if isinstance(r.event, ev.CounterStepped)]
+        released = [r.event for r in records if isinstance(r.event, ev.Released)]
+        assert len(started) == 1 and len([r for r in records if isinstance(r.event, ev.BudgetCharged)]) == 1
+        assert steps == list(range(1, BASE + 8 - started[0].first_day + 1))  # every step once, in order
+        assert len(released) == len(steps) and all(len(ids) == 1 for ids in answers.values())
+
+
+async def test_two_schedulers_publish_each_slot_once(pg_url, tmp_path):
+    """``RELEASE_SCHEDULE=daily`` in two processes at once (release rule 4): every due slot is
+    published by one of them, never twice, and the schedule's start is recorded once."""
+    clock = FakeClock("2025-03-01T12:00")
+    async with AsyncExitStack() as stack:
+        systems = [
+            await stack.enter_async_context(
+                running_system(
+                    location.parse(pg_url, tmp_path / f"data-{i}"),
+                    engine_settings(release_schedule="daily", schedule_poll_seconds=3600.0, revision_lags_days="1"),
+                    clock=clock,
+                )
+            )
+            for i in range(2)
+        ]
+        await ingest(systems[0], [(k, day("2025-03-01") + d, 1) for k in range(1, 20) for d in range(5)])
+        for when in ("2025-03-03T12:00", "2025-03-06T12:00"):
+            clock.set(when)
+            async with anyio.create_task_group() as tg:
+                for s in systems:
+                    tg.start_soon(s.scheduler.tick)
+        records = await all_records(systems[0])
+        starts = [r for r in records if isinstance(r.event, ev.ReleaseStartRecorded)]
+        slots = [
+            (r.event.metric, r.event.day if r.event.metric == "dau" else r.event.end, r.event.scheduled_lag)
+            for r in records
+            if isinstance(r.event, ev.Released)
+        ]
+        assert len(starts) == 1 and slots and len(slots) == len(set(slots))
+        assert {lag for _, _, lag in slots} == {0, 1}  # first publications and their revisions
