@@ -366,7 +366,8 @@ def serve_topology(args: argparse.Namespace, cfg: config_mod.Config) -> Topology
         host = cfg.gateway.host if cfg.gateway.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         address = args.advertise or f"http://{host}:{cfg.gateway.port}"
         return Topology(name=shard_name(index, count), shard=(index, count), address=address)
-    return Topology(name="", shards=args.shards)
+    # A gateway's snapshots hold no per-day state: never in the directory a whole process loads.
+    return Topology(name="" if args.shards is None else f"gateway-of{args.shards}", shards=args.shards)
 
 
 async def serve(

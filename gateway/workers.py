@@ -7,7 +7,8 @@ Rules:
    configuration error at once, then forks the workers before it has started a thread or an event
    loop. Each worker binds its own ``SO_REUSEPORT`` socket on the same address -- the kernel
    spreads new connections over the listening ones -- and runs the whole server (``cli.serve``) as
-   ``worker-<i>``: its own lock file and snapshot directory in ``DATA_DIR`` (``location`` rule 2)
+   ``worker-<i>`` (``gateway-of<N>-<i>`` over shards): its own lock file and snapshot directory
+   in ``DATA_DIR`` (``location`` rule 2)
    and its own ``ActorSystem``, which follows the other workers through the journal
    (``groupcommit`` rule 7). What a worker holds is its ``Topology``: the whole per-day state
    (``--workers`` alone) or none (``--shards N``: the shards hold it).
@@ -58,7 +59,7 @@ def supervise(cfg: config_mod.Config, topology: Topology, workers: int, grpc_por
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             structlog.contextvars.bind_contextvars(process=f"worker-{index}")
-            mine = dataclasses.replace(topology, name=f"worker-{index}")
+            mine = dataclasses.replace(topology, name=worker_name(topology, index))
             status = cli.guarded(lambda: _run(cfg, grpc_port, mine))
             sys.stdout.flush()
             sys.stderr.flush()
@@ -114,6 +115,12 @@ def supervise(cfg: config_mod.Config, topology: Topology, workers: int, grpc_por
     finally:
         reserved.close()
     return code
+
+
+def worker_name(topology: Topology, index: int) -> str:
+    """``worker-<i>`` (whole state) or ``gateway-of<N>-<i>``: a worker's snapshot directory must
+    never be loaded by a process that holds something else (``topology`` rule 3)."""
+    return f"{topology.name}-{index}" if topology.name else f"worker-{index}"
 
 
 def _run(cfg: config_mod.Config, grpc_port: int | None, topology: Topology) -> int:

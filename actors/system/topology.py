@@ -14,8 +14,10 @@ Rules:
    - *shard* (``--shard I/N``): holds its partitions' per-day state, never writes the journal,
      and answers cut queries on its internal route. Its releases are not asked for.
 3. ``name`` keeps processes that share a ``DATA_DIR`` apart: the lock file and the snapshot
-   directory are per name (a shard's snapshot holds only its partitions and must never be
-   loaded by anything else).
+   directory are per name, and the name says what the snapshots hold -- "" or ``worker-<i>``
+   every partition, ``gateway-of<N>[-<i>]`` none, ``shard-<I>of<N>`` one shard's -- so a
+   snapshot is never loaded by a process that holds something else (it would start without, or
+   with someone else's, users).
 """
 
 from __future__ import annotations

@@ -197,3 +197,29 @@ async def test_a_missing_shard_is_503_and_nothing_is_charged(pg_url, tmp_path):
         assert not [r for r in records if isinstance(r.event, (ev.BudgetCharged, ev.Released))]
         client.shards["mem://1"] = shards[1]
         assert (await gateway.release(ReleaseKey.dau(BASE))).metric == "dau"
+
+
+def test_every_kind_of_process_keeps_its_snapshots_apart():
+    """Topology rule 3: the snapshot directory says what its files hold."""
+    import argparse
+
+    from gateway import config as config_mod
+    from gateway.cli import serve_topology
+    from gateway.workers import worker_name
+
+    cfg = config_mod.load({"JOURNAL_URL": "postgresql://u@127.0.0.1:5/db"}, dotenv=None)
+
+    def topology(**flags) -> Topology:
+        args = argparse.Namespace(**{"workers": 1, "shard": None, "shards": None, "advertise": None, **flags})
+        return serve_topology(args, cfg)
+
+    names = {
+        "single": topology().name,
+        "worker": worker_name(topology(workers=2), 1),
+        "gateway": topology(shards=2).name,
+        "gateway worker": worker_name(topology(workers=2, shards=2), 1),
+        "shard": topology(shard="0/2").name,
+        "other layout": topology(shard="0/4").name,
+    }
+    assert len(set(names.values())) == len(names), names
+    assert names["single"] == "" and names["shard"] == "shard-0of2"
