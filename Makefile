@@ -57,6 +57,7 @@ test: install-dev ts-deps
 # The fault-injection suites CI runs in their own blocks (see .ci/run); minutes, not seconds.
 reliability: install-dev
 	$(BIN)/python -m pytest -q -m crash tests/e2e/test_crash_cycles.py
+	$(BIN)/python -m pytest -q -m fuzz tests/e2e/test_openapi_fuzz.py
 
 check-placeholders:
 	$(PYTHON) tools/check_placeholders.py

@@ -172,12 +172,23 @@ def to_columns(
     gw = cfg.gateway
     prefix = "$.events" if len(events) > 1 else "$"
     days = np.fromiter((e.day.toordinal() for e in events), dtype=np.int64, count=len(events)) - EPOCH_ORDINAL
+    early = np.flatnonzero(days < 0)
+    if len(early):
+        i = int(early[0])
+        raise BadRequest(
+            422,
+            "day_out_of_range",
+            f"{events[i].day} is outside the days this service takes ({periods.DAY_RANGE})",
+            f"{prefix}[{i}].day" if len(events) > 1 else "$.day",
+        )
     latest = _today(now, cfg) + gw.future_days_allowed
     late = np.flatnonzero(days > latest)
     if len(late):
         i = int(late[0])
+        # 409, not 422: the request is well-formed and schema-valid; it conflicts with today's date
+        # (like a release of a day that has not closed), and will be accepted once that day comes.
         raise BadRequest(
-            422,
+            409,
             "day_in_future",
             f"{events[i].day} is more than {gw.future_days_allowed} day(s) ahead of today in {cfg.engine.timezone}",
             f"{prefix}[{i}].day" if len(events) > 1 else "$.day",
@@ -279,6 +290,10 @@ async def post_revise(request: web.Request) -> web.Response:
         body = _revise.decode(await request.read())
     except msgspec.DecodeError as exc:
         raise BadRequest.from_msgspec(exc) from None
+    if isinstance(body.window, float) and not body.window.is_integer():
+        raise BadRequest(422, "validation_error", "window must be an integer", "$.window")
+    if body.window is not None and body.window > cfg.engine.max_window_days:  # checked whatever the metric
+        raise BadRequest(422, "invalid_window", f"window must be at most {cfg.engine.max_window_days}", "$.window")
     if body.metric == "dau":
         if body.day is None:
             raise BadRequest(422, "missing_field", "day is required for metric dau", "$.day")
@@ -286,9 +301,7 @@ async def post_revise(request: web.Request) -> web.Response:
     else:
         if body.end is None:
             raise BadRequest(422, "missing_field", "end is required for metric mau", "$.end")
-        window = body.window or cfg.engine.mau_window_days
-        if window > cfg.engine.max_window_days:
-            raise BadRequest(422, "invalid_window", f"window must be at most {cfg.engine.max_window_days}", "$.window")
+        window = int(body.window or cfg.engine.mau_window_days)
         key = ReleaseKey.mau(body.end.toordinal() - EPOCH_ORDINAL, window)
     released = await request.app[SYSTEM].revise(key)
     return json(release_out(released), status=201)
@@ -305,7 +318,7 @@ async def get_releases(request: web.Request) -> web.Response:
 
 
 def _optional_day(text: str | None, field: str) -> int | None:
-    return None if text is None or text == "" else parse_day(text, field)
+    return None if text is None else parse_day(text, field)  # "?to=" is not a date: 400
 
 
 def _page(q: MultiMapping[str], default_limit: int = 100) -> tuple[int, int]:
@@ -337,8 +350,6 @@ async def get_series(request: web.Request) -> web.Response:
         raise BadRequest(400, "invalid_parameter", "metric is required: dau or mau", "metric")
     first = _optional_day(q.get("from"), "from")
     last = _optional_day(q.get("to"), "to")
-    if first is not None and last is not None and first > last:
-        raise BadRequest(400, "invalid_parameter", "from must not be after to", "from")
     offset, limit = _page(q, default_limit=1000)
     as_csv = _wants_csv(request)
     system = request.app[SYSTEM]

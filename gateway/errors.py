@@ -59,10 +59,13 @@ def error_response(
     field: str | None = None,
     extra: dict[str, Any] | None = None,
     retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = msgspec.to_builtins(ErrorOut(code, detail, field))
     body.update(extra or {})
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
 
 
@@ -133,7 +136,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
-        return error_response(exc.status, code, exc.text or exc.reason)
+        # 405 says which methods the path has (RFC 9110 section 15.5.6): aiohttp put them in Allow.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, exc.text or exc.reason, headers=allow)
     except Exception as exc:
         mapped = _mapped(exc)
         if mapped is not None:

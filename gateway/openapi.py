@@ -7,6 +7,16 @@ Security is not written here by hand: ``document(app)`` declares, per operation,
 ``gateway/auth.py`` enforces for this app's configuration -- the route's scope as the
 requirement's role (OpenAPI 3.1 allows roles for apiKey schemes), ``[]`` for open routes, and no
 requirement at all when no key is configured (then every route is open, and the document says so).
+
+Every status a route can answer is declared, from what the route does rather than route by route
+(``_answers``): a route that reads or writes the actor system can answer 503 (replay not finished,
+queue or mailbox full, the journal unreachable) with ``Retry-After``; a route that journals
+(ingest, erasure, a revision, the first request for a release) can answer 507 (the journal's disk
+is full) with ``Retry-After``; a route with a body can answer 400 (not JSON), 413 (too large) and
+422 (not the schema). Parameters carry the limits the handlers enforce (the configured window
+maximum included), so a request the document calls valid is never answered 400 -- which
+schemathesis checks against the live server in CI (``tests/e2e/test_openapi_fuzz.py``). An
+undeclared method is answered 405 with ``Allow`` (``gateway/errors.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ import msgspec
 from aiohttp import web
 
 from actors.accountant import BudgetReportOut
+from actors.settings import EngineSettings
 from gateway import auth
+from gateway.appkeys import CONFIG
+from gateway.config import GatewaySettings
 from gateway.schemas import (
     BatchIn,
     ErasureAuditPage,
@@ -67,8 +80,36 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(_ref("ErrorOut"), "Error: `error` is a code, `detail` says what is wrong")
+_RETRY_AFTER = {
+    "Retry-After": {
+        "required": True,
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_UNAVAILABLE = {
+    **_json(_ref("ErrorOut"), "Not now: replay not finished, queue or mailbox full, or the journal unreachable"),
+    "headers": _RETRY_AFTER,
+}
+_FULL = {
+    **_json(_ref("ErrorOut"), "The journal's storage is full: nothing of the request was stored"),
+    "headers": _RETRY_AFTER,
+}
 _OBJECT = {"type": "object"}
-_DAY = {"type": "string", "format": "date"}
+# A date the service takes (actors/state/periods.py DAY_RANGE: 1970-01-01 .. 9998-12-31).
+_DAY = {
+    "type": "string",
+    "format": "date",
+    "pattern": "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-",
+}
+# Printable ASCII, 1-255 characters (gateway/app.py idempotency_key)
+_IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"}
+_WINDOW = {"type": "integer", "minimum": 1}  # maximum: MAX_WINDOW_DAYS, set per app (document)
+
+
+def _OR_NULL(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/event"): {
@@ -78,7 +119,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "maxLength": 255},
+                "schema": _IDEMPOTENCY_KEY,
             }
         ],
         "requestBody": {
@@ -87,10 +128,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
         "responses": {
             "200": _json(_ref("IngestOut"), "Durably journaled"),
-            "400": _ERROR,
-            "413": _ERROR,
-            "422": _ERROR,
-            "503": _ERROR,
+            "409": _json(_ref("ErrorOut"), "A day more than FUTURE_DAYS_ALLOWED ahead of today (nothing stored)"),
         },
     },
     ("get", "/dau/{day}"): {
@@ -109,7 +147,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "MAU_WINDOW_DAYS needs the admin scope: each one spends budget on every period it reads)",
         "parameters": [
             {"name": "end", "in": "query", "required": True, "schema": _DAY},
-            {"name": "window", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+            {"name": "window", "in": "query", "required": False, "schema": _WINDOW},
         ],
         "responses": {
             "200": _json(_ref("ReleaseOut"), "Release"),
@@ -134,7 +172,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "per metric), tight PLD composition; `periods=k` adds the composition over the last k periods",
         "parameters": [
             {"name": "period", "in": "query", "required": False, "schema": {"type": "string"}},
-            {"name": "periods", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
+            {
+                "name": "periods",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 120},  # app.MAX_BUDGET_PERIODS
+            },
         ],
         "responses": {"200": _json(_ref("BudgetReportOut"), "Budget report"), "400": _ERROR},
     },
@@ -149,7 +192,39 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/releases/revise"): {
         "summary": "Admin: re-release a past period with fresh noise, charged, labelled with its revision",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReviseIn")}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {  # ReviseIn, with what the handler requires per metric
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "metric": {"const": "dau"},
+                                    "day": _DAY,
+                                    "end": _OR_NULL(_DAY),
+                                    "window": _OR_NULL(_WINDOW),
+                                },
+                                "required": ["metric", "day"],
+                                "additionalProperties": False,
+                            },
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "metric": {"const": "mau"},
+                                    "day": _OR_NULL(_DAY),
+                                    "end": _DAY,
+                                    "window": _OR_NULL(_WINDOW),
+                                },
+                                "required": ["metric", "end"],
+                                "additionalProperties": False,
+                            },
+                        ]
+                    }
+                }
+            },
+        },
         "responses": {"201": _json(_ref("ReleaseOut"), "New revision"), "404": _ERROR, "422": _ERROR, "429": _ERROR},
     },
     ("get", "/series"): {
@@ -241,6 +316,49 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# What each operation does, hence what it can answer besides its own statuses (module docstring).
+_NO_SYSTEM = {
+    ("get", "/healthz"),
+    ("get", "/openapi.json"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/"),
+    ("get", "/dashboard"),
+    ("get", "/dashboard/{name}"),
+}
+_JOURNALS = {
+    ("post", "/event"),
+    ("post", "/erasure"),
+    ("post", "/releases/revise"),
+    ("get", "/dau/{day}"),
+    ("get", "/mau"),
+}
+_BODY = {("post", "/event"), ("post", "/erasure"), ("post", "/releases/revise")}
+
+
+def _answers(method: str, path: str, op: dict[str, Any], max_window: int) -> dict[str, Any]:
+    responses = dict(op["responses"])
+    if (method, path) not in _NO_SYSTEM:
+        responses["503"] = _UNAVAILABLE
+    if (method, path) in _JOURNALS:
+        responses["507"] = _FULL
+    if (method, path) in _BODY:
+        responses.update({"400": _ERROR, "413": _ERROR, "422": _ERROR})
+    limited: dict[str, Any] = _limits({**op, "responses": responses}, max_window)
+    return limited
+
+
+def _limits(node: Any, max_window: int) -> Any:
+    """The configured window maximum wherever a window is a parameter or a field."""
+    if isinstance(node, dict):
+        if node is _WINDOW:
+            return {**_WINDOW, "maximum": max_window}
+        return {k: _limits(v, max_window) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_limits(v, max_window) for v in node]
+    return node
+
+
 def _secured(op: dict[str, Any], scope: auth.RouteScope, enabled: bool) -> dict[str, Any]:
     """The operation with the security ``gateway/auth.py`` enforces for it (module docstring)."""
     op = {**op, "x-scope": scope}
@@ -255,10 +373,12 @@ def _secured(op: dict[str, Any], scope: auth.RouteScope, enabled: bool) -> dict[
 
 def document(app: web.Application | None = None) -> dict[str, Any]:
     enabled = app is not None and app[auth.KEYRING].enabled
+    max_window = app[CONFIG].engine.max_window_days if app is not None else EngineSettings().max_window_days
+    max_batch = app[CONFIG].gateway.max_batch_events if app is not None else GatewaySettings().max_batch_events
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in OPERATIONS.items():
         scope = auth.route_scope(app, method, path) if app is not None else "admin"
-        paths.setdefault(path, {})[method] = _secured(op, scope, enabled)
+        paths.setdefault(path, {})[method] = _secured(_answers(method, path, op, max_window), scope, enabled)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -274,10 +394,24 @@ def document(app: web.Application | None = None) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": _COMPONENTS,
+            "schemas": _components(max_batch),
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
         },
         "paths": paths,
+    }
+
+
+def _components(max_batch: int) -> dict[str, Any]:
+    """The Structs' schemas, with the limits the handler adds to them: a batch holds 1 to
+    MAX_BATCH_EVENTS events (``app.decode_events``)."""
+    batch = _COMPONENTS["BatchIn"]
+    events = {**batch["properties"]["events"], "minItems": 1, "maxItems": max_batch}
+    event = _COMPONENTS["EventIn"]
+    day = {**event["properties"]["day"], "pattern": _DAY["pattern"]}  # to_columns: no day before 1970
+    return {
+        **_COMPONENTS,
+        "BatchIn": {**batch, "properties": {**batch["properties"], "events": events}},
+        "EventIn": {**event, "properties": {**event["properties"], "day": day}},
     }
 
 

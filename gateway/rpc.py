@@ -56,6 +56,7 @@ STATUS: dict[int, grpc.StatusCode] = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,  # the journal's disk is full (journal/storage.py)
 }
 
 

@@ -49,7 +49,9 @@ class ReviseIn(msgspec.Struct, forbid_unknown_fields=True):
     metric: Literal["dau", "mau"]
     day: dt.date | None = None
     end: dt.date | None = None
-    window: Annotated[int, Meta(ge=1)] | None = None
+    # JSON Schema's "integer" is any number without a fraction (118.0 included); msgspec's int is
+    # strict, so an integral float is taken here and checked by the handler.
+    window: Annotated[int, Meta(ge=1)] | Annotated[float, Meta(ge=1)] | None = None
 
 
 class IngestOut(msgspec.Struct):

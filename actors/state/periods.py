@@ -23,6 +23,10 @@ from zoneinfo import ZoneInfo
 EPOCH = dt.date(1970, 1, 1)
 EPOCH_ORDINAL = EPOCH.toordinal()
 PERIOD_KINDS = ("month", "week", "quarter", "year")
+# The days the service takes: from the epoch (day 0) to the end of year 9998 -- a window or a
+# period around any of them stays inside what ``datetime.date`` can represent.
+LAST_DATE = dt.date(9998, 12, 31)
+DAY_RANGE = "1970-01-01 .. 9998-12-31"
 
 
 def day_of(date: dt.date) -> int:
@@ -41,7 +45,10 @@ def parse_day(text: str) -> int:
     """``YYYY-MM-DD`` -> day; ValueError names the problem (impossible dates included)."""
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
         raise ValueError(f"{text!r} is not a date in YYYY-MM-DD form")
-    return day_of(dt.date.fromisoformat(text))
+    date = dt.date.fromisoformat(text)
+    if not EPOCH <= date <= LAST_DATE:
+        raise ValueError(f"{text} is outside the days this service takes ({DAY_RANGE})")
+    return day_of(date)
 
 
 def closes_at(day: int, tz: ZoneInfo, lateness_hours: float = 0.0) -> dt.datetime:

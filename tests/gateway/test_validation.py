@@ -24,7 +24,7 @@ BAD_EVENTS = [
     (json.dumps({**GOOD, "surprise": 1}).encode(), 422, "validation_error", None),
     (json.dumps({**GOOD, "metadata": {"k": "v" * 5000}}).encode(), 422, "metadata_too_large", "$.metadata"),
     (json.dumps({**GOOD, "metadata": [1, 2]}).encode(), 422, "validation_error", "$.metadata"),
-    (json.dumps({**GOOD, "day": "2999-01-01"}).encode(), 422, "day_in_future", "$.day"),
+    (json.dumps({**GOOD, "day": "2999-01-01"}).encode(), 409, "day_in_future", "$.day"),
     (json.dumps({"events": []}).encode(), 422, "empty_batch", "$.events"),
     (json.dumps({"events": [GOOD, {**GOOD, "op": "?"}]}).encode(), 422, "validation_error", "$.events[1].op"),
     (

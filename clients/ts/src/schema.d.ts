@@ -76,6 +76,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
             };
         };
         put?: never;
@@ -118,6 +129,17 @@ export interface paths {
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 400: {
                     headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -169,9 +191,11 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -327,9 +351,22 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description The journal's storage is full: nothing of the request was stored */
+                507: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -388,7 +425,7 @@ export interface paths {
                     };
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
-                422: {
+                413: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -397,8 +434,30 @@ export interface paths {
                     };
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description The journal's storage is full: nothing of the request was stored */
+                507: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -450,6 +509,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
             };
         };
         put?: never;
@@ -495,9 +565,11 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -557,6 +629,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
+                /** @description A day more than FUTURE_DAYS_ALLOWED ahead of today (nothing stored) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 413: {
                     headers: {
@@ -575,9 +656,22 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description The journal's storage is full: nothing of the request was stored */
+                507: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -684,9 +778,22 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description The journal's storage is full: nothing of the request was stored */
+                507: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -859,6 +966,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
             };
         };
         put?: never;
@@ -888,7 +1006,21 @@ export interface paths {
             };
             requestBody: {
                 content: {
-                    "application/json": components["schemas"]["ReviseIn"];
+                    "application/json": {
+                        /** Format: date */
+                        day: string;
+                        end?: string | null;
+                        /** @constant */
+                        metric: "dau";
+                        window?: number | null;
+                    } | {
+                        day?: string | null;
+                        /** Format: date */
+                        end: string;
+                        /** @constant */
+                        metric: "mau";
+                        window?: number | null;
+                    };
                 };
             };
             responses: {
@@ -902,7 +1034,25 @@ export interface paths {
                     };
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
+                413: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -922,6 +1072,28 @@ export interface paths {
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 429: {
                     headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description The journal's storage is full: nothing of the request was stored */
+                507: {
+                    headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
@@ -991,9 +1163,11 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
+                        /** @description Seconds to wait before retrying */
+                        "Retry-After": number;
                         [name: string]: unknown;
                     };
                     content: {
