@@ -200,12 +200,12 @@ class AccountantActor(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, QuoteCharge):
-            message.reply.set_result(await self._quote(message))
+            message.answer(await self._quote(message))
         elif isinstance(message, BudgetReport):
-            message.reply.set_result(await self._report(message))
+            message.answer(await self._report(message))
         elif isinstance(message, LedgerBarrier):
             self.ledger.advance(message.seq)
-            message.reply.set_result(self.ledger.snapshot())
+            message.answer(self.ledger.snapshot())
         else:
             raise TypeError(f"accountant cannot handle {type(message).__name__}")
 

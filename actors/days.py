@@ -74,10 +74,10 @@ class DayActor(Actor):
         elif isinstance(message, EraseKeys):
             await self._advance(self.state.erase(message.keys), message.seq)
         elif isinstance(message, GetView):
-            message.reply.set_result(await self._view(message.with_sketch))
+            message.answer(await self._view(message.with_sketch))
         elif isinstance(message, Barrier):
             await self._advance(await self._fold(self.state), max(self.seen_seq, message.seq))
-            message.reply.set_result((self.state, self.seen_seq))
+            message.answer((self.state, self.seen_seq))
         else:
             raise TypeError(f"day actor cannot handle {type(message).__name__}")
 

@@ -92,19 +92,19 @@ class ErasureActor(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Lookup):
-            message.reply.set_result(self.book.entries.get(message.erasure_id))
+            message.answer(self.book.entries.get(message.erasure_id))
         elif isinstance(message, ListEntries):
-            message.reply.set_result(list(self.book.entries.values()))
+            message.answer(list(self.book.entries.values()))
         elif isinstance(message, ErasureBarrier):
             self.book.advance(message.seq)
-            message.reply.set_result(self.book.snapshot())
+            message.answer(self.book.snapshot())
         elif isinstance(message, ListErasures):
             entries = list(self.book.entries.values())
             page = [msgspec.structs.replace(e) for e in entries[message.offset : message.offset + message.limit]]
-            message.reply.set_result((page, len(entries)))
+            message.answer((page, len(entries)))
         elif isinstance(message, PlanPurge):
             due = self.book.outstanding() if self.book.due(message.now, self.purge_delay) else []
-            message.reply.set_result((due, self.book.next_due(self.purge_delay)))
+            message.answer((due, self.book.next_due(self.purge_delay)))
         else:
             raise TypeError(f"erasure actor cannot handle {type(message).__name__}")
 

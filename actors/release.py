@@ -154,16 +154,16 @@ class ReleaseActor(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, RequestRelease):
-            message.reply.set_result(await self._release(message.key))
+            message.answer(await self._release(message.key))
         elif isinstance(message, RequestRevision):
-            message.reply.set_result(await self._revise(message.key))
+            message.answer(await self._revise(message.key))
         elif isinstance(message, PublishScheduled):
-            message.reply.set_result(await self._publish(message.slot))
+            message.answer(await self._publish(message.slot))
         elif isinstance(message, PlanSchedule):
-            message.reply.set_result(await self._plan_schedule(message))
+            message.answer(await self._plan_schedule(message))
         elif isinstance(message, ReleaseBarrier):
             self.book.advance(message.seq)
-            message.reply.set_result(self.book.snapshot())
+            message.answer(self.book.snapshot())
         else:
             raise TypeError(f"release actor cannot handle {type(message).__name__}")
 

@@ -50,6 +50,12 @@ class Ask(Generic[T]):
 
     reply: asyncio.Future[T] = field(default_factory=lambda: asyncio.get_running_loop().create_future(), kw_only=True)
 
+    def answer(self, value: T) -> None:
+        """Reply, unless the asker has stopped waiting (its task was cancelled, e.g. at shutdown):
+        an abandoned question is not a crash of the actor that answers it."""
+        if not self.reply.done():
+            self.reply.set_result(value)
+
 
 @dataclass(slots=True)
 class Wake:
