@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from actors.state import periods
 from actors.state.erasure_book import ErasureReceipt
-from journal.events import NoiseParams, Released, ReleaseRefused
+from journal.events import MechanismName, Metric, NoiseParams, Released, ReleaseRefused, SketchImpl
 
 UserId = Annotated[
     str, Meta(min_length=1, max_length=256, description="Your user id; pseudonymised at the gateway, never stored")
@@ -84,15 +84,15 @@ VersionOf = Literal["experiment_id", "release_format"]
 
 
 class ReleaseOut(msgspec.Struct, omit_defaults=True):
-    metric: str
+    metric: Metric
     estimate: int
     lower_95: int
     upper_95: int
     epsilon_used: float
     delta: float
-    mechanism: str
+    mechanism: MechanismName
     noise: NoiseParams
-    sketch_impl: str
+    sketch_impl: SketchImpl
     budget_remaining: float
     accounting_period: str
     guarantee: str

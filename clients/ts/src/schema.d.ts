@@ -1421,15 +1421,18 @@ export interface components {
             estimate: number;
             guarantee: string;
             lower_95: number;
-            mechanism: string;
-            metric: string;
+            /** @enum {unknown} */
+            mechanism: "gaussian" | "laplace" | "sqrt" | "tree";
+            /** @enum {unknown} */
+            metric: "dau" | "mau";
             noise: components["schemas"]["NoiseParams"];
             release_id: string;
             released_at: string;
             revision: number;
             /** @default null */
             scheduled_lag: number | null;
-            sketch_impl: string;
+            /** @enum {unknown} */
+            sketch_impl: "hllpp" | "set" | "theta";
             upper_95: number;
             version: string;
             /** @enum {unknown} */
