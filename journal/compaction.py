@@ -90,21 +90,6 @@ async def purge(
     return stored
 
 
-def without(batch: ev.ActivityBatchRecorded, keep: np.ndarray) -> ev.ActivityBatchRecorded:
-    """The batch restricted to ``keep``; metadata indices follow their events."""
-    new_index = np.cumsum(keep) - 1
-    metadata = [(int(new_index[i]), raw) for i, raw in batch.metadata if keep[i]]
-    return ev.ActivityBatchRecorded.from_arrays(
-        batch.key_array()[keep],
-        batch.day_array()[keep],
-        batch.op_array()[keep],
-        received_at=batch.received_at,
-        metadata=metadata,
-        idempotency_key=batch.idempotency_key,
-        request_digest=None,  # a digest over the old batch would still depend on the user
-    )
-
-
 async def _purge_counter_steps(journal: Journal, target: PurgeTarget) -> CounterHistory:
     """Drop the user from the counter steps before the tombstone. Returns the counter records
     before the tombstone as they were (for ``anonymise``), in journal order."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from journal.events import ActivityBatchRecorded
+from journal.events import ActivityBatchRecorded, ErasurePurged, StoredRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,15 @@ class IdempotencyIndex:
         self.kept = kept
         self.applied_seq = 0
         self._entries: OrderedDict[str, IngestReceipt] = OrderedDict()
+
+    def apply_record(self, rec: StoredRecord) -> None:
+        """The index's share of the routing table: batches, and purges (rule 5)."""
+        if isinstance(rec.event, ErasurePurged):
+            self.forget_digests(rec.seq)
+        elif isinstance(rec.event, ActivityBatchRecorded):
+            self.apply(rec.seq, rec.last_seq, rec.event)
+        else:
+            raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
 
     def apply(self, seq: int, last_seq: int, event: ActivityBatchRecorded) -> None:
         if seq <= self.applied_seq:

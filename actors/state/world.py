@@ -101,12 +101,7 @@ class World:
             raise TypeError(f"the days cannot apply {type(event).__name__}")
 
     def _to_ingest(self, rec: StoredRecord) -> None:
-        if isinstance(rec.event, ev.ErasurePurged):
-            self.ingest.forget_digests(rec.seq)  # idempotency rule 5
-        elif isinstance(rec.event, ev.ActivityBatchRecorded):
-            self.ingest.apply(rec.seq, rec.last_seq, rec.event)
-        else:
-            raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
+        self.ingest.apply_record(rec)
 
     def _to_releases(self, rec: StoredRecord) -> None:
         self.releases.apply(rec.seq, rec.event)

@@ -119,12 +119,7 @@ class Router:
         self._pending.append(rec)
 
     async def _to_ingest(self, rec: StoredRecord) -> None:
-        if isinstance(rec.event, ev.ErasurePurged):
-            self.ingest.forget_digests(rec.seq)  # idempotency rule 5
-        elif isinstance(rec.event, ev.ActivityBatchRecorded):
-            self.ingest.apply(rec.seq, rec.last_seq, rec.event)
-        else:
-            raise TypeError(f"the idempotency index cannot apply {type(rec.event).__name__}")
+        self.ingest.apply_record(rec)
 
     @staticmethod
     def _feed_to(actor: Actor) -> Callable[[StoredRecord], Awaitable[None]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from actors.erasure import purge_erased as purge  # the purge as the service runs it
 from journal import events as ev
-from journal.compaction import PurgeTarget, without
+from journal.compaction import PurgeTarget
 from journal.compaction import purge as purge_with
 from journal.store import SqliteJournal as Journal
 from tests.journal.helpers import (
@@ -261,7 +261,7 @@ async def test_purging_the_same_erasure_again_keeps_the_owed_exits(journal):
     assert (await journal.record_at(tomb)).event.counter_exits == {"r1": 1}
 
 
-# -- without(): the metadata stays aligned -------------------------------------------------------
+# -- batch_without(): the metadata stays aligned -------------------------------------------------------
 
 
 @st.composite
@@ -284,7 +284,7 @@ def batch_and_mask(draw):
 @given(batch_and_mask())
 def test_without_keeps_metadata_aligned(case):
     b, keep = case
-    out = without(b, keep)
+    out = ev.batch_without(b, keep)
     assert out.size == int(keep.sum())
     assert out.key_array().tolist() == b.key_array()[keep].tolist()
     assert out.day_array().tolist() == b.day_array()[keep].tolist()
