@@ -33,7 +33,8 @@ from actors.system import ActorSystem
 from actors.system.boot import utcnow
 from actors.system.topology import Topology
 from gateway import auth, dashboard, openapi
-from gateway.appkeys import CONFIG, INTERNAL_KEY, METRICS, PSEUDONYMS, SYSTEM, TOPOLOGY
+from gateway.admission import BodyBudget, read_body
+from gateway.appkeys import BODIES, CONFIG, INTERNAL_KEY, METRICS, PSEUDONYMS, SYSTEM, TOPOLOGY
 from gateway.config import Config
 from gateway.errors import BadRequest, error_middleware
 from gateway.identity import Pseudonymizer, open_pseudonymizer
@@ -83,6 +84,7 @@ def create_app(
     app[CONFIG] = config
     app[TOPOLOGY] = topology = topology or Topology()
     app[METRICS] = Metrics(process=topology.name or "main", kind=topology.kind)
+    app[BODIES] = BodyBudget(config.gateway.max_inflight_body_bytes)  # admission.py
     app[auth.KEYRING] = auth.warn_if_open(config.gateway)
     app.cleanup_ctx.append(functools.partial(_actor_system, clock=clock))
     if topology.kind == "shard":  # rule 4: health, metrics and the cut route only
@@ -238,10 +240,11 @@ async def post_event(request: web.Request) -> web.Response:
     cfg = app[CONFIG]
     key = idempotency_key(request)
     scoped = None if key is None else f"{request[auth.CLIENT]}:{key}"
-    events = decode_events(await request.read(), cfg)
-    system = app[SYSTEM]
-    keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
-    receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
+    with app[BODIES].hold() as hold:  # admission.py rule 1: held until the commit answers
+        events = decode_events(await read_body(request, hold, cfg.gateway.max_body_bytes), cfg)
+        system = app[SYSTEM]
+        keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
+        receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json(IngestOut(receipt.ingested, receipt.receipt), headers=headers)
 
@@ -287,7 +290,8 @@ async def get_mau(request: web.Request) -> web.Response:
 async def post_revise(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     try:
-        body = _revise.decode(await request.read())
+        with request.app[BODIES].hold() as hold:
+            body = _revise.decode(await read_body(request, hold, cfg.gateway.max_body_bytes))
     except msgspec.DecodeError as exc:
         raise BadRequest.from_msgspec(exc) from None
     if isinstance(body.window, float) and not body.window.is_integer():
@@ -438,7 +442,8 @@ async def get_budget(request: web.Request) -> web.Response:
 
 async def post_erasure(request: web.Request) -> web.Response:
     try:
-        body = _erasure.decode(await request.read())
+        with request.app[BODIES].hold() as hold:
+            body = _erasure.decode(await read_body(request, hold, request.app[CONFIG].gateway.max_body_bytes))
     except msgspec.DecodeError as exc:
         raise BadRequest.from_msgspec(exc) from None
     key = request.app[PSEUDONYMS].key(body.user_id)

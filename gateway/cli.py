@@ -325,6 +325,23 @@ def cmd_serve(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     return 0
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard one, as Go programs do at start: every
+    connection is a file, and the usual soft default (1,024) would refuse connections long before
+    memory or the body budget does (``gateway/admission.py`` rule 4). Returns the limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # a platform that refuses: keep what we were given
+        return soft
+    return wanted
+
+
 def serve_topology(args: argparse.Namespace, cfg: config_mod.Config) -> Topology:
     """What ``dpdau serve`` is asked to be (``actors/system/topology.py``), or a ConfigError naming
     the flag or setting that makes it impossible (exit code 2, before anything starts)."""
@@ -380,6 +397,7 @@ async def serve(
     import structlog
     from aiohttp import web
 
+    from gateway import admission
     from gateway.app import create_app
     from gateway.appkeys import SYSTEM
 
@@ -387,6 +405,7 @@ async def serve(
     # The journal's database thread needs the GIL for each hop; the default 5 ms switch
     # interval puts a 5 ms floor under every commit whenever the event loop is busy.
     sys.setswitchinterval(0.0005)
+    open_files = raise_open_files_limit()
     if cfg.gateway.production and not cfg.gateway.hash_salt_secret:  # identity.py refuses too, but later
         raise config_mod.ConfigError(
             "HASH_SALT_SECRET is required when DPDAU_ENV=production (it keys every pseudonym; "
@@ -408,7 +427,10 @@ async def serve(
         except ImportError as exc:
             raise config_mod.ConfigError(f"--grpc-port needs grpcio: pip install -e '.[grpc]' ({exc})") from None
         rpc.attach(app, cfg.gateway.host, grpc_port)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    # read_bufsize: what a connection buffers of a body nobody reads yet (admission.py rule 4).
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=10, read_bufsize=admission.READ_BUFSIZE
+    )
     try:
         await runner.setup()
         if reuse_port:  # one of several workers: listen only once ready (workers.py rule 3)
@@ -425,6 +447,7 @@ async def serve(
             url=f"http://{cfg.gateway.host}:{cfg.gateway.port}",
             data_dir=str(cfg.data_dir),
             journal=cfg.journal.redacted,
+            open_files=open_files,
         )
         system = app[SYSTEM]
         await _until_stopped(system.boot_failed, log)

@@ -52,6 +52,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_events: int = 100_000
+    # Bytes of request bodies the requests being served hold at once, counted as they arrive
+    # (gateway/admission.py); a body that does not fit is answered 503 + Retry-After.
+    max_inflight_body_bytes: int = 32 * 1024 * 1024
     max_user_id_chars: int = 256
     max_metadata_bytes: int = 4096
     future_days_allowed: int = 1
@@ -70,6 +73,11 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("PORT must be a TCP port")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"MAX_INFLIGHT_BODY_BYTES ({self.max_inflight_body_bytes}) must be at least MAX_BODY_BYTES "
+                f"({self.max_body_bytes}): a body of the largest accepted size must fit"
+            )
         if self.hash_salt_secret is not None and len(self.hash_salt_secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"HASH_SALT_SECRET must be at least {MIN_SECRET_BYTES} bytes "

@@ -26,6 +26,7 @@ from actors.refusals import (
 )
 from actors.runtime import ActorStopped, MailboxFull
 from actors.system.cuts import CutUnavailable
+from gateway.admission import BODY_IDLE_SECONDS, BodyBudgetSpent, BodyTimeout
 from gateway.schemas import ErrorOut
 from journal.groupcommit import Closed, Overloaded
 from journal.storage import StorageFull, StorageUnavailable
@@ -88,6 +89,16 @@ ERRORS: dict[type[Exception], Mapping] = {
         422, "idempotency_key_reused", lambda e: "this Idempotency-Key was used with a different batch"
     ),
     Overloaded: Mapping(503, "overloaded", retry_after=lambda e: e.retry_after),
+    # admission.py: the bodies being served fill MAX_INFLIGHT_BODY_BYTES; one stopped arriving.
+    BodyBudgetSpent: Mapping(
+        503,
+        "overloaded",
+        lambda e: "too many request bodies in flight (MAX_INFLIGHT_BODY_BYTES); retry shortly",
+        retry_after=lambda e: e.retry_after,
+    ),
+    BodyTimeout: Mapping(
+        408, "body_timeout", lambda e: f"no byte of the request body arrived for {BODY_IDLE_SECONDS:.0f} s"
+    ),
     # The journal could not store the request (nothing of it was): its disk is full (507), or it
     # is busy, unreachable or failing (503). Both say when to try again.
     StorageFull: Mapping(507, "storage_full", retry_after=lambda e: e.retry_after),

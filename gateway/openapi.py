@@ -12,11 +12,12 @@ Every status a route can answer is declared, from what the route does rather tha
 (``_answers``): a route that reads or writes the actor system can answer 503 (replay not finished,
 queue or mailbox full, the journal unreachable) with ``Retry-After``; a route that journals
 (ingest, erasure, a revision, the first request for a release) can answer 507 (the journal's disk
-is full) with ``Retry-After``; a route with a body can answer 400 (not JSON), 413 (too large) and
-422 (not the schema). Parameters carry the limits the handlers enforce (the configured window
-maximum included), so a request the document calls valid is never answered 400 -- which
-schemathesis checks against the live server in CI (``tests/e2e/test_openapi_fuzz.py``). An
-undeclared method is answered 405 with ``Allow`` (``gateway/errors.py``).
+is full) with ``Retry-After``; a route with a body can answer 400 (not JSON), 408 (the body
+stopped arriving), 413 (too large) and 422 (not the schema), and 503 when the bodies in flight
+fill ``MAX_INFLIGHT_BODY_BYTES`` (``gateway/admission.py``). Parameters carry the limits the
+handlers enforce (the configured window maximum included), so a request the document calls valid
+is never answered 400 -- which schemathesis checks against the live server in CI
+(``tests/e2e/test_openapi_fuzz.py``). An undeclared method is answered 405 with ``Allow`` (``gateway/errors.py``).
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ def _answers(method: str, path: str, op: dict[str, Any], max_window: int) -> dic
     if (method, path) in _JOURNALS:
         responses["507"] = _FULL
     if (method, path) in _BODY:
-        responses.update({"400": _ERROR, "413": _ERROR, "422": _ERROR})
+        responses.update({"400": _ERROR, "408": _ERROR, "413": _ERROR, "422": _ERROR})
     limited: dict[str, Any] = _limits({**op, "responses": responses}, max_window)
     return limited
 

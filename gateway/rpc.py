@@ -36,7 +36,7 @@ from aiohttp import web
 from actors.state.release_book import ReleaseKey
 from gateway import auth
 from gateway.app import decode_events, parse_day, to_columns
-from gateway.appkeys import CONFIG, PSEUDONYMS, SYSTEM
+from gateway.appkeys import BODIES, CONFIG, PSEUDONYMS, SYSTEM
 from gateway.config import ConfigError
 from gateway.errors import ERRORS, BadRequest
 from gateway.schemas import ErasureIn, ErrorOut, IngestOut, erasure_out, release_out
@@ -107,11 +107,13 @@ def handlers(app: web.Application) -> dict[str, Handler]:
 
     async def ingest(raw: bytes, context: Any) -> object:
         cfg, system = app[CONFIG], app[SYSTEM]
-        events = decode_events(raw, cfg)
-        keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
         idem = dict(context.invocation_metadata() or ()).get("idempotency-key")
         scoped = None if idem is None else f"{_caller(context)[1]}:{idem}"
-        receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
+        with app[BODIES].hold() as hold:  # as HTTP (admission.py); grpc has the message whole already
+            hold.take(len(raw))
+            events = decode_events(raw, cfg)
+            keys, days, ops, metadata = to_columns(events, cfg, app[PSEUDONYMS], system.clock())
+            receipt, replayed = await system.ingest(keys, days, ops, metadata, idempotency_key=scoped)
         if replayed:
             context.set_trailing_metadata((("idempotent-replayed", "true"),))
         return IngestOut(receipt.ingested, receipt.receipt)

@@ -53,6 +53,7 @@ def assert_one_clear_line(proc: subprocess.CompletedProcess[str], *needles: str)
         ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL"]),
         ({"TIMEZONE": "Mars/Olympus"}, ["TIMEZONE", "Mars/Olympus"]),
         ({"DPDAU_ENV": "production"}, ["HASH_SALT_SECRET", "production"]),
+        ({"MAX_INFLIGHT_BODY_BYTES": "1048576"}, ["MAX_INFLIGHT_BODY_BYTES", "MAX_BODY_BYTES"]),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
 )

@@ -49,6 +49,6 @@ def test_every_operation_declares_what_its_kind_of_route_can_answer():
             if (method, path) in openapi._JOURNALS:
                 assert "507" in responses, (method, path)
             if (method, path) in openapi._BODY:
-                assert {"400", "413", "422"} <= set(responses), (method, path)
+                assert {"400", "408", "413", "422"} <= set(responses), (method, path)
     events = doc["components"]["schemas"]["BatchIn"]["properties"]["events"]
     assert events["minItems"] == 1 and events["maxItems"] == 100_000

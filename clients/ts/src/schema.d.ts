@@ -425,6 +425,15 @@ export interface paths {
                     };
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
+                408: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
                 413: {
                     headers: {
                         [name: string]: unknown;
@@ -622,6 +631,15 @@ export interface paths {
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
+                408: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1044,6 +1062,15 @@ export interface paths {
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorOut"];
+                    };
+                };
+                /** @description Error: `error` is a code, `detail` says what is wrong */
+                408: {
                     headers: {
                         [name: string]: unknown;
                     };
