@@ -58,6 +58,7 @@ test: install-dev ts-deps
 reliability: install-dev
 	$(BIN)/python -m pytest -q -m crash tests/e2e/test_crash_cycles.py
 	$(BIN)/python -m pytest -q -m fuzz tests/e2e/test_openapi_fuzz.py
+	$(BIN)/python -m pytest -q -m load tests/e2e/test_load.py
 
 check-placeholders:
 	$(PYTHON) tools/check_placeholders.py
