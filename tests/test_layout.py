@@ -109,3 +109,30 @@ def test_service_code_never_imports_random():
     for package in ALLOWED:
         for path in (ROOT / package).rglob("*.py"):
             assert "random" not in imports_of(path), path
+
+
+# The journal's implementations and their drivers: only ``journal/`` may know them (issue 9: the
+# backend interface is ``journal/backend.py``, opened by ``journal/location.py`` from JOURNAL_URL).
+BACKEND_SPECIFIC = {"journal.store", "journal.postgres", "sqlite3", "aiosqlite", "asyncpg", "psycopg"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, ``from journal import store`` counted as ``journal.store``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_nothing_above_the_journal_knows_its_backend():
+    checked = 0
+    for package in ("actors", "gateway"):
+        for path in (ROOT / package).rglob("*.py"):
+            bad = {m for m in imported_modules(path) if any(m == b or m.startswith(b + ".") for b in BACKEND_SPECIFIC)}
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}: use journal.backend / journal.location"
+            checked += 1
+    assert checked >= 40

@@ -153,7 +153,7 @@ def test_workers_and_shards_lines_work_verbatim(pg_url, tmp_path):
         (".venv/bin/dpdau", dpdau),
     ):
         script = script.replace(old, new)
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "RELEASE_SCHEDULE": "on-demand"}
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "RELEASE_SCHEDULE": "daily"}  # the default, as written
     log = open(tmp_path / "deployment.log", "wb")
     group = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
