@@ -8,7 +8,9 @@ supervisor restarts the worker; the test restarts the shard). Afterwards:
   journal at the cut -- every acknowledged event counted once, every erasure honoured;
 - every release answered during the chaos is answered unchanged afterwards, and each was
   published and charged once;
-- the SQLite journal refuses --workers/--shard with one line and exit code 2.
+- the SQLite journal refuses --workers/--shard with one line and exit code 2, and so do the shard
+  layouts the README says are refused (a shard with workers, inexact sketches, more shards than
+  the journal's partitions -- that one after the start-up log, once the journal is open).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gateway.identity import Pseudonymizer
 from gateway.internal import HEADER, INTERNAL_LABEL
 from journal import events as ev
 from journal.postgres import PostgresJournal
-from tests.support import ROOT, Http, Model, ServerProcess, day
+from tests.support import ROOT, Http, Model, ServerProcess, day, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -296,3 +298,42 @@ def test_counters_with_shards_are_refused_with_one_line_and_exit_2(tmp_path, pg_
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "MAU_MECHANISM=sqrt with shards" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "flags, env, says",
+    [
+        (["--shard", "0/2", "--workers", "2"], {}, "--shard with --workers: a shard is one process"),
+        (["--shards", "2"], {"SKETCH_IMPL": "theta"}, "SKETCH_IMPL=theta with shards"),
+        (["--shard", "2/2"], {}, "expected I/N with 0 <= I < N"),
+    ],
+)
+def test_impossible_shard_layouts_are_refused_with_one_line_and_exit_2(tmp_path, pg_url, flags, env, says):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", "1", *flags],
+        cwd=ROOT,
+        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), "JOURNAL_URL": pg_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+
+
+def test_more_shards_than_the_journal_has_partitions_is_refused_with_exit_2(tmp_path, pg_url):
+    """Known only once the journal is open (its partition count is fixed when the schema is created,
+    ``?partitions=``): the start-up log comes first, the last line names the problem."""
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--shard", "0/4"],
+        cwd=ROOT,
+        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), "JOURNAL_URL": pg_url + "?partitions=2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("configuration error: --shard 0/4: the journal has 2 partitions, so at most 2 shards"), last
