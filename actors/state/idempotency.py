@@ -13,8 +13,10 @@ Rules:
    ``replayed`` for the original batch but 422 for a changed one would tell whether the user was
    in it. Forgetting *all* of them (not only the batches that held the user) says nothing about
    which did. After that, a retry under an old key answers ``replayed`` whatever its body: the
-   key alone identifies the request. (The journal drops the digests of the rewritten batches;
-   ``journal.compaction``.)
+   key alone identifies the request. (The journal drops the digests of the rewritten batches
+   only, ``journal.compaction``; so a digest read back from the journal -- PostgreSQL answers a
+   key the index no longer holds from its ``idempotency`` table, ingest rule 3 -- counts only if
+   its record is newer than the last purge: ``counts``.)
 6. Keys arrive scoped by the calling API key (``gateway/auth.py`` rule 5): one client's keys are
    not another's, so no client can probe another's batches.
 """
@@ -43,6 +45,7 @@ class IngestReceipt:
 class IdempotencySnapshot(msgspec.Struct, frozen=True):
     applied_seq: int
     entries: list[tuple[str, int, int, int, bytes]]
+    forgotten_through: int = 0  # position of the last purge applied (rule 5)
 
 
 def batch_digest(keys: np.ndarray, days: np.ndarray, ops: np.ndarray, metadata: list[tuple[int, bytes]]) -> bytes:
@@ -59,6 +62,7 @@ class IdempotencyIndex:
     def __init__(self, kept: int = 100_000) -> None:
         self.kept = kept
         self.applied_seq = 0
+        self.forgotten_through = 0  # rule 5: digests of records before this position are forgotten
         self._entries: OrderedDict[str, IngestReceipt] = OrderedDict()
 
     def apply_record(self, rec: StoredRecord) -> None:
@@ -88,9 +92,15 @@ class IdempotencyIndex:
         if seq <= self.applied_seq:
             return
         self.applied_seq = seq
+        self.forgotten_through = seq
         for key, receipt in self._entries.items():
             if receipt.digest:
                 self._entries[key] = IngestReceipt(receipt.ingested, receipt.first_seq, receipt.last_seq, b"")
+
+    def counts(self, record_seq: int, digest: bytes | None) -> bytes:
+        """A digest journaled with the record at ``record_seq``, as this index would hold it: none
+        when a purge came after the record (rule 5), whatever the journal still stores."""
+        return (digest or b"") if record_seq > self.forgotten_through else b""
 
     def advance(self, seq: int) -> None:
         self.applied_seq = max(self.applied_seq, seq)
@@ -105,12 +115,14 @@ class IdempotencyIndex:
         return IdempotencySnapshot(
             self.applied_seq,
             [(k, r.ingested, r.first_seq, r.last_seq, r.digest) for k, r in self._entries.items()],
+            self.forgotten_through,
         )
 
     @classmethod
     def restore(cls, snap: IdempotencySnapshot, kept: int) -> IdempotencyIndex:
         index = cls(kept)
         index.applied_seq = snap.applied_seq
+        index.forgotten_through = snap.forgotten_through
         for key, n, first, last, digest in snap.entries:
             index._entries[key] = IngestReceipt(n, first, last, digest)
         return index

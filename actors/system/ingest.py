@@ -88,7 +88,7 @@ class IngestService:
         record = await self.committer.journal.idempotent_record(key)
         if record is None or not isinstance(record.event, ev.ActivityBatchRecorded):
             raise RuntimeError(f"the journal refused Idempotency-Key {key!r} as a duplicate but holds no batch for it")
-        journaled = record.event.request_digest
+        journaled = self.index.counts(record.seq, record.event.request_digest)  # idempotency rule 5
         if journaled and journaled != digest:
             raise IdempotencyConflict(key)
         return IngestReceipt(record.last_seq - record.seq + 1, record.seq, record.last_seq, journaled or b"")
