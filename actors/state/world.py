@@ -31,7 +31,7 @@ from actors.state.routing import Destination, destinations
 from journal import events as ev
 from journal.events import StoredRecord
 
-FORMAT = 2  # 2: ledger charges carry the periods they read (BudgetCharged v2)
+FORMAT = 3  # 2: ledger charges carry the periods they read (BudgetCharged v2); 3: the idempotency index keeps the position of the last purge
 
 
 class DaySnapshot(msgspec.Struct, frozen=True, array_like=True):
