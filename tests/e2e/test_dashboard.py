@@ -2,9 +2,13 @@
 the charts draw one vertex per released day, the refused and revised days are marked, and every
 number shown equals the API's. A screenshot is saved under the test's temp dir.
 
+A second server runs the default configuration (only ``RELEASE_START`` set, two years back, no
+key): the schedule publishes every day of the two years with nothing refused, the page draws all
+of them, and its screenshot is the README's. Set ``DPDAU_SCREENSHOT_TO`` to copy that screenshot
+somewhere (that is how the README's one was made).
+
 Chromium is the Debian package ``chromium`` (``.ci/run`` installs it and sets
-``DPDAU_REQUIRE_BROWSER=1``, so there the test cannot be skipped). Set ``DPDAU_SCREENSHOT_TO`` to
-also copy the screenshot somewhere (that is how the README's one was made).
+``DPDAU_REQUIRE_BROWSER=1``, so there the test cannot be skipped).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ FLAGS = [
 KEY = "dashboard-test-key"  # API_KEY: every scope
 READ_KEY = "dashboard-read-key"  # READ_API_KEY: what a reader of the published numbers gets
 DAYS = 365
+DEFAULT_DAYS = 730  # the default-configuration server: two years of days on one page
 
 
 class Node:
@@ -139,10 +144,10 @@ def wait_until(predicate, timeout: float, what: str):
     raise TimeoutError(what)
 
 
-def ingest_year(server: ServerProcess, first: dt.date) -> int:
-    """A year of the evaluation's realistic-churn stream, in journal order, erasures included."""
-    stream = realistic_stream(20251009, n_users=2500, n_days=DAYS, start=first)
-    days = [(first + dt.timedelta(days=int(i))).isoformat() for i in range(DAYS)]
+def ingest_year(server: ServerProcess, first: dt.date, n_days: int = DAYS) -> int:
+    """A year (or n_days) of the evaluation's realistic-churn stream, in journal order, erasures included."""
+    stream = realistic_stream(20251009, n_users=2500, n_days=n_days, start=first)
+    days = [(first + dt.timedelta(days=int(i))).isoformat() for i in range(n_days)]
     cuts = [*stream.erased_pos.tolist(), stream.n_events]
     start, sent = 0, 0
     for k, cut in enumerate(cuts):
@@ -162,12 +167,17 @@ def ingest_year(server: ServerProcess, first: dt.date) -> int:
     return sent
 
 
-@pytest.fixture(scope="module")
-def year_server(tmp_path_factory):
+def require_chromium() -> None:
     if CHROMIUM is None:
         if os.environ.get("DPDAU_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is required here (DPDAU_REQUIRE_BROWSER=1): apt-get install -y chromium")
         pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it and requires it")
+
+
+@pytest.fixture(scope="module")
+def year_server(tmp_path_factory):
+    """REVISION_LAGS_DAYS=7 at the default caps: revisions, and refusals of the MAU days they leave no budget for."""
+    require_chromium()
     tmp = tmp_path_factory.mktemp("dashboard")
     data = tmp / "data"
     today = dt.datetime.now(dt.UTC).date()
@@ -274,8 +284,6 @@ def test_dashboard_draws_the_published_year_and_shows_the_api_numbers(year_serve
     out = chromium("--window-size=1440,1500", "--virtual-time-budget=60000", f"--screenshot={shot}", url)
     assert out.returncode == 0 and shot.stat().st_size > 20_000, out.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("DPDAU_SCREENSHOT_TO"):
-        shutil.copyfile(shot, os.environ["DPDAU_SCREENSHOT_TO"])
 
 
 def test_dashboard_without_a_key_asks_for_one_and_shows_no_number(year_server):
@@ -305,3 +313,70 @@ def test_a_read_key_sees_the_series_but_not_the_erasure_counts(year_server):
     assert panel.find_all("span", class_="n") == []  # no count at all
     note = panel.one("p", id="erasures-hidden").text
     assert "admin key" in note and "403" in note
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory):
+    """The default configuration, as `make run` has it (no key, no revisions, the default caps and
+    mechanisms); only RELEASE_START is set, to where a service started two years ago would have
+    recorded it."""
+    require_chromium()
+    tmp = tmp_path_factory.mktemp("dashboard-default")
+    data = tmp / "data"
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEFAULT_DAYS)
+    env = {"RELEASE_START": first.isoformat()}
+    with ServerProcess(data, {**env, "RELEASE_SCHEDULE": "on-demand"}) as server:
+        ingest_year(server, first, DEFAULT_DAYS)
+    server = ServerProcess(data, {**env, "RELEASE_SCHEDULE": "daily"}).start()
+    try:
+
+        def schedule_done() -> bool:
+            cfg = server.http.get("/config")[1]
+            return all(cfg["scheduled"][m] + cfg["refused"][m] >= DEFAULT_DAYS for m in ("dau", "mau"))
+
+        wait_until(schedule_done, timeout=900, what="the two years' catch-up")
+        yield server, tmp
+    finally:
+        server.__exit__()
+
+
+def test_the_default_configuration_publishes_two_years_with_nothing_refused_and_draws_every_day(default_server):
+    server, tmp = default_server
+    cfg = api(server, "/config")
+    assert cfg["revision_lags_days"] == [] and cfg["release_schedule"] == "daily"
+    assert (cfg["dau_mechanism"], cfg["mau_mechanism"], cfg["mau_window_days"]) == ("gaussian", "gaussian", 30)
+    assert (cfg["dau_budget_total"], cfg["mau_budget_total"], cfg["period_budget_total"]) == (3.0, 5.0, 5.5)
+    url = f"http://127.0.0.1:{server.port}/"
+    out = chromium("--window-size=1440,1000", "--virtual-time-budget=60000", "--dump-dom", url)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = parse(out.stdout)
+    assert dom.one("body").attrs.get("data-loaded") == "true", out.stdout[:3000]
+    for metric in ("dau", "mau"):
+        page = api(server, f"/series?metric={metric}&limit=1000")
+        points = page["points"]
+        assert len(points) == page["total"] == DEFAULT_DAYS
+        assert all(p["status"] == "released" and p["revision"] == 0 for p in points)  # the schedule fits
+        svg = dom.one("div", id=f"chart-{metric}").one("svg")
+        assert vertices(svg.one("path", class_="line").attrs["d"]) == DEFAULT_DAYS == int(svg.attrs["data-points"])
+        assert svg.find_all("line", class_="mark-refused") == [] and svg.find_all("line", class_="mark-revised") == []
+        card = dom.one("article", id=f"card-{metric}")
+        assert number(card.one(data_field="estimate").text) == points[-1]["estimate"]
+    budget = api(server, "/budget")
+    assert len(budget["periods"]) >= DEFAULT_DAYS // 31
+    bars = {(g.attrs["data-period"], g.attrs["data-metric"]) for g in dom.find_all("g", class_="budget-bar")}
+    for period in budget["periods"]:
+        c = period["combined"]
+        assert 0 < c["epsilon_spent"] <= c["epsilon_cap"] == 5.5
+        assert (period["accounting_period"], "combined") in bars
+    shown = {n.attrs["data-config"]: n.text for n in dom.find_all("dd") if "data-config" in n.attrs}
+    assert shown["Revisions"] == "none"
+    # no key is configured, so every scope is open, as with `make run`: the erasure panel shows the counts
+    counts = api(server, "/erasures/summary")
+    assert {n.attrs["data-status"]: number(n.text) for n in dom.find_all("span", class_="n")} == counts
+
+    shot = tmp / "dashboard.png"
+    out = chromium("--window-size=1440,1500", "--virtual-time-budget=60000", f"--screenshot={shot}", url)
+    assert out.returncode == 0 and shot.stat().st_size > 20_000, out.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("DPDAU_SCREENSHOT_TO"):  # how the README's screenshot is made
+        shutil.copyfile(shot, os.environ["DPDAU_SCREENSHOT_TO"])
