@@ -52,6 +52,19 @@ def statement(settings: EngineSettings) -> str:
     )
 
 
+def report_statement(settings: EngineSettings) -> str:
+    """What ``GET /budget`` states: the bound in exact mode; with a sketch (``SKETCH_IMPL`` theta or
+    hllpp) its releases are "not formally DP" (README claim 20), so the bound is only what the same
+    releases would guarantee in exact mode, and the report says so."""
+    if settings.sketch_impl == "set":
+        return statement(settings)
+    return (
+        f"not formally DP (SKETCH_IMPL={settings.sketch_impl}): releases estimated by a sketch carry no "
+        "(epsilon, delta) guarantee; the accounting here is what the same releases would guarantee in exact "
+        f"mode (SKETCH_IMPL=set), where {statement(settings)}"
+    )
+
+
 def metric_cap_name(metric: Metric) -> str:
     return f"{metric.upper()}_BUDGET_TOTAL"
 
@@ -238,7 +251,8 @@ class AccountantActor(Actor):
                 s.delta,
                 len(reaching),
                 (
-                    f"a user whose activity lies within these {len(labels)} period(s) is protected at "
+                    ("in exact mode (SKETCH_IMPL=set), " if s.sketch_impl != "set" else "")
+                    + f"a user whose activity lies within these {len(labels)} period(s) is protected at "
                     f"({epsilon:.4g}, {s.delta:g})-DP by everything published so far (each release counted once)"
                     if reaching
                     else "nothing published so far reads these periods"
@@ -247,7 +261,7 @@ class AccountantActor(Actor):
         everything = self.ledger.all_charges()
         return BudgetReportOut(
             delta=s.delta,
-            statement=statement(s),
+            statement=report_statement(s),
             caps=Caps(s.period_budget_total, s.dau_budget_total, s.mau_budget_total, s.user_epsilon_limit),
             periods=[await self._period_report(p) for p in labels],
             lifetime=Lifetime(await self._compose(everything), s.user_epsilon_limit, s.delta, len(everything)),

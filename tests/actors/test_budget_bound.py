@@ -223,6 +223,19 @@ async def test_every_release_carries_the_statement(tmp_path):
         assert "(5.5, 1e-06)-DP with respect to that user's activity within any one accounting period" in rel.guarantee
 
 
+async def test_in_sketch_mode_the_budget_does_not_claim_the_bound_for_sketch_releases(tmp_path):
+    """Claim 20: a sketch-mode release is "not formally DP"; /budget must not state the exact-mode
+    bound as if it held for them."""
+    now = dt.datetime(2025, 5, 15, 12, tzinfo=dt.UTC)
+    async with running_system(tmp_path, engine_settings(sketch_impl="theta"), clock=lambda: now) as system:
+        rel = await system.release(("dau", day("2025-05-02"), 1))
+        report = await system.budget(last=1)
+    assert "not formally DP" in rel.guarantee
+    assert report.statement.startswith("not formally DP (SKETCH_IMPL=theta)")
+    assert statement(system.settings) in report.statement  # what exact mode would give, named as such
+    assert report.composition is not None and report.composition.meaning.startswith("in exact mode")
+
+
 # -- the cap holds under concurrency --------------------------------------------------------
 
 
