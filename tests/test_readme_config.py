@@ -43,19 +43,24 @@ def test_every_setting_is_in_the_table_with_its_default():
 
 
 def env_reads() -> set[str]:
-    pattern = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|^ENV = )["']([A-Z][A-Z0-9_]+)["']""", re.M)
+    pattern = re.compile(
+        r"""(?:environ\.get\(|environ\[|getenv\(|^ENV(?:_[A-Z]+)? = )["']([A-Z][A-Z0-9_]+)["']""", re.M
+    )
     names: set[str] = set()
-    for package in ("gateway", "actors", "journal", "eval", "scripts", "tools"):
+    # the service, its tools, and the test harness (a switch such as DPDAU_REQUIRE_NODE is configuration too)
+    for package in ("gateway", "actors", "journal", "eval", "scripts", "tools", "tests"):
         for path in (ROOT / package).rglob("*.py"):
             names |= set(pattern.findall(path.read_text()))
     names |= set(pattern.findall((ROOT / "eval" / "notebooks" / "evaluation.ipynb").read_text().replace('\\"', '"')))
+    for path in (ROOT / "clients" / "ts" / "scripts").glob("*.mjs"):  # the TypeScript client's server runner
+        names |= set(re.findall(r"process\.env\.([A-Z][A-Z0-9_]+)", path.read_text()))
     return names
 
 
 def test_every_other_environment_variable_a_module_reads_is_listed():
     first, second = tables()
     reads = env_reads()
-    assert {"DPDAU_URL", "DEFAULT_SEED"} <= reads  # the scan finds what it should
+    assert {"DPDAU_URL", "DEFAULT_SEED", "DPDAU_REQUIRE_NODE", "DPDAU_PYTHON", "DPDAU_TEST_POSTGRES_URL"} <= reads
     assert reads <= set(first) | second, f"read but not in README: {sorted(reads - set(first) - second)}"
     assert not second & set(first), "listed twice"
 
