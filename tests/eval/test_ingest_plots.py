@@ -61,3 +61,20 @@ def test_cli_refuses_a_json_without_the_sweep(tmp_path, capsys):
     assert "ingest_sweep" in capsys.readouterr().err
     with pytest.raises(ValueError):
         ingest_plots.load(old)
+
+
+def test_readme_ingest_figures_are_the_committed_run():
+    """README "Benchmarks" shows the sweep of eval/results/bench_ingest.json: the figures exist and
+    the numbers quoted beside them are that JSON's (a rerun must update both)."""
+    from tests.support import ROOT
+
+    committed = ingest_plots.load(ROOT / "eval" / "results" / "bench_ingest.json")
+    readme = (ROOT / "README.md").read_text()
+    for name in ("ingest_throughput_latency.png", "ingest_latency_quantiles.png"):
+        assert f"](eval/results/{name})" in readme and (ROOT / "eval" / "results" / name).exists(), name
+    single, batch = (ingest_plots.sweep_series(committed, kind) for kind in ("single", "batch"))
+    text = " ".join(readme.split())
+    assert " -> ".join(f"{round(v):,}" for v in single["events_per_s"]) + " events/s" in text
+    assert " / ".join(f"{round(v / 1000)}k" for v in batch["events_per_s"]) in text
+    assert "p99 " + " / ".join(f"{round(v)}" for v in batch["p99_ms"]) + " ms" in text
+    assert not any(single["errors"] + batch["errors"]), "the README says no request failed"
