@@ -17,9 +17,10 @@ a release protects, nor is any a per-day series. Kept:
   ``dpdau_schedule_tick_failures``: the schedule's publications and refusals depend only on the
   clock, the configuration and the budget (``actors/state/schedule.py``): as public as ``/series``.
 - ``dpdau_journal_write_failures{kind}``, ``dpdau_journal_found_after_failure``,
-  ``dpdau_journal_unavailable``, ``dpdau_snapshot_failures``, ``dpdau_snapshots_rejected``:
-  storage health (``journal/storage.py``). Counts of failed *operations* (a group commit, a
-  snapshot write, a snapshot file refused at start) and a 0/1 flag -- never of events or users:
+  ``dpdau_journal_unsettled``, ``dpdau_journal_unavailable``, ``dpdau_snapshot_failures``,
+  ``dpdau_snapshots_rejected``: storage health (``journal/storage.py``). Counts of failed
+  *operations* (a group commit, a read-back of the journal, a snapshot write, a snapshot file
+  refused at start) and a 0/1 flag -- never of events or users:
   a group holds any number of requests, a request any number of events.
 
 Removed (each was an exact number about the data): events ingested and the journal position (a
@@ -90,6 +91,11 @@ class Metrics:
             "Failed journal writes that had committed after all (dispatched, never acknowledged)",
             registry=r,
         )
+        self.journal_unsettled = Gauge(
+            "dpdau_journal_unsettled",
+            "Times the journal could not be read back (queued and new writes refused with 503 until it answered)",
+            registry=r,
+        )
         self.snapshot_failures = Gauge("dpdau_snapshot_failures", "Snapshot writes that failed", registry=r)
         self.snapshots_rejected = Gauge(
             "dpdau_snapshots_rejected", "Snapshot files refused at start (corrupt, truncated, foreign)", registry=r
@@ -116,6 +122,7 @@ class Metrics:
             self.write_failures.labels(kind).set(n)
         self.journal_unavailable.set(1 if stats.journal_unavailable else 0)
         self.found_after_failure.set(stats.journal_found_after_failure)
+        self.journal_unsettled.set(stats.journal_unsettled)
         self.snapshot_failures.set(stats.snapshot_failures)
         self.snapshots_rejected.set(stats.snapshots_rejected)
         self.releases.set(stats.releases)

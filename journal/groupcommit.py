@@ -99,6 +99,7 @@ class CommitStats:
     failures: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)  # storage failures (rule 8)
     found_after_failure: int = 0  # failed writes that had committed after all (rule 8)
+    unsettled: int = 0  # times the journal could not be read back, so work was refused (rule 8)
 
 
 class Committer:
@@ -391,6 +392,7 @@ class Committer:
 
     def _unsettle(self, exc: Exception) -> None:
         if self.unsettled is None:
+            self.stats.unsettled += 1
             log.error("journal_unsettled", kind=classify(exc), error=repr(exc))
             self._fail_queue(unavailable(exc, classify(exc) or "failed"))
         self.unsettled = exc

@@ -568,6 +568,7 @@ class ActorSystem:
             journal_write_failures=dict(self.committer.stats.failures_by_kind),
             journal_unavailable=self.committer.unsettled is not None,
             journal_found_after_failure=self.committer.stats.found_after_failure,
+            journal_unsettled=self.committer.stats.unsettled,
         )
 
 
@@ -599,6 +600,7 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     journal_write_failures: dict[str, int] = {}  # by kind: full / busy / failed (journal.storage)
     journal_unavailable: bool = False  # the committer cannot reach the journal (groupcommit rule 8)
     journal_found_after_failure: int = 0  # failed writes that had committed after all
+    journal_unsettled: int = 0  # times the journal could not be read back (writes refused meanwhile)
     snapshot_failures: int = 0
     snapshots_rejected: int = 0  # at boot: corrupt, truncated or foreign files
 

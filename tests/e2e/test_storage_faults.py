@@ -302,7 +302,23 @@ def test_postgresql_connection_cut_answers_503_then_reconnects(tmp_path, pg_url)
             time.sleep(0.1)
         assert server.http.post("/event", batch_body(5, "last"), headers={"Idempotency-Key": "last"})[0] == 200
         acked.append("last")
+        text, log = metrics(server), server.log()
         server.kill(signal.SIGTERM)
+    # Each refusal is counted and logged: every 503 in the HTTP metric, and each cut as a storage
+    # fault -- a failed write (journal_write_failed) or a journal that could not be read back
+    # (journal_unsettled, e.g. catching up when the cut came) -- in its own metric.
+    refused = statuses.count(503)
+    counted = 'dpdau_http_requests_total{method="POST",route="/event",status="503"}'
+    assert (metric(text, counted) if refused else 0) == refused
+    faults = [line for line in log.splitlines() if "journal_write_failed" in line or "journal_unsettled" in line]
+    storage = sum(metric(text, f'dpdau_journal_write_failures{{kind="{k}"}}') for k in ("full", "busy", "failed"))
+    storage += metric(text, "dpdau_journal_unsettled")
+    assert storage == len(faults) and (storage >= 1 or refused == 0), (storage, faults, refused)
+    assert "journal_reconnected" in log  # the writer reconnected by itself
     keys, events, _ = journal_keys(data, pg_url)
     assert keys == dict.fromkeys(acked, 1) and events == 50 * (len(acked) - 1) + 5
-    print(json.dumps({"pg_connection_cut": {"requests": len(statuses), "answered_503": statuses.count(503)}}))
+    print(
+        json.dumps(
+            {"pg_connection_cut": {"requests": len(statuses), "answered_503": refused, "storage_faults": storage}}
+        )
+    )

@@ -122,6 +122,7 @@ async def test_metrics_are_operational_only(tmp_path):
             "dpdau_journal_write_failures",
             "dpdau_journal_found_after_failure",
             "dpdau_journal_unavailable",
+            "dpdau_journal_unsettled",
             "dpdau_snapshot_failures",
             "dpdau_snapshots_rejected",
         }

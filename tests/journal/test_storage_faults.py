@@ -107,6 +107,7 @@ async def test_an_unreachable_journal_refuses_work_at_once_and_comes_back(journa
         (stored,) = await c.submit([batch([5])])
         assert stored.seq == 1 and c.failure is None
         assert c.stats.failures_by_kind == {"busy": 1}
+        assert c.stats.unsettled == 1  # one episode, however many settle attempts it took
     assert [r.seq for r in await read_all(journal)] == [1]
 
 
