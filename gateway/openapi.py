@@ -251,17 +251,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 },
             },
             "400": _ERROR,
-            "401": _ERROR,
             "503": _ERROR,
         },
     },
     ("get", "/config"): {
         "summary": "The release configuration: mechanisms, epsilon, delta, caps, window, schedule (no data)",
-        "responses": {"200": _json(_ref("ReleaseConfigOut"), "Configuration"), "401": _ERROR, "503": _ERROR},
+        "responses": {"200": _json(_ref("ReleaseConfigOut"), "Configuration"), "503": _ERROR},
     },
     ("get", "/erasures/summary"): {
         "summary": "Admin: erasure receipts by status (exact counts; not a release)",
-        "responses": {"200": _json(_ref("ErasureSummaryOut"), "Counts by status"), "401": _ERROR, "503": _ERROR},
+        "responses": {"200": _json(_ref("ErasureSummaryOut"), "Counts by status"), "503": _ERROR},
     },
     ("get", "/"): {
         "summary": "Redirects to the dashboard",

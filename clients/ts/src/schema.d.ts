@@ -182,15 +182,6 @@ export interface paths {
                         "application/json": components["schemas"]["ReleaseConfigOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorOut"];
-                    };
-                };
                 /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
                 503: {
                     headers: {
@@ -563,15 +554,6 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["ErasureSummaryOut"];
-                    };
-                };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
                 /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
@@ -1174,15 +1156,6 @@ export interface paths {
                 };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorOut"];
-                    };
-                };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
-                401: {
                     headers: {
                         [name: string]: unknown;
                     };
