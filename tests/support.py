@@ -39,6 +39,20 @@ def day(text: str) -> int:
     return periods.parse_day(text)
 
 
+def clear_of_utc_midnight(minutes: float) -> dt.date:
+    """Today (UTC), at least ``minutes`` before the next UTC midnight: a test that counts the days a
+    real ``daily`` server has closed calls this first, so the day cannot roll over (and the schedule
+    publish one more day) while it runs. Within ``minutes`` of midnight it waits until just after it
+    (at most ``minutes``), and says so on stderr."""
+    now = dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    left = (midnight - now).total_seconds()
+    if left < minutes * 60:
+        print(f"waiting {left:.0f} s for UTC midnight to pass before counting closed days", file=sys.stderr)
+        time.sleep(left + 2)
+    return dt.datetime.now(dt.UTC).date()
+
+
 class Http:
     """Tiny synchronous JSON client (stdlib only, so it cannot share bugs with the server)."""
 

@@ -25,7 +25,7 @@ from html.parser import HTMLParser
 import pytest
 
 from eval.simulate import realistic_stream
-from tests.support import ServerProcess
+from tests.support import ServerProcess, clear_of_utc_midnight
 
 pytestmark = pytest.mark.e2e
 
@@ -180,7 +180,7 @@ def year_server(tmp_path_factory):
     require_chromium()
     tmp = tmp_path_factory.mktemp("dashboard")
     data = tmp / "data"
-    today = dt.datetime.now(dt.UTC).date()
+    today = clear_of_utc_midnight(30)  # the module counts exactly DAYS closed days
     first = today - dt.timedelta(days=DAYS)
     env = {"API_KEY": KEY, "READ_API_KEY": READ_KEY, "RELEASE_START": first.isoformat(), "REVISION_LAGS_DAYS": "7"}
     with ServerProcess(data, {**env, "RELEASE_SCHEDULE": "on-demand"}) as server:
@@ -323,7 +323,7 @@ def default_server(tmp_path_factory):
     require_chromium()
     tmp = tmp_path_factory.mktemp("dashboard-default")
     data = tmp / "data"
-    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEFAULT_DAYS)
+    first = clear_of_utc_midnight(30) - dt.timedelta(days=DEFAULT_DAYS)  # exactly DEFAULT_DAYS closed days
     env = {"RELEASE_START": first.isoformat()}
     with ServerProcess(data, {**env, "RELEASE_SCHEDULE": "on-demand"}) as server:
         ingest_year(server, first, DEFAULT_DAYS)

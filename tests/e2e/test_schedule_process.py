@@ -17,13 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, ServerProcess
+from tests.support import ROOT, ServerProcess, clear_of_utc_midnight
 
 pytestmark = pytest.mark.e2e
 
-TODAY = dt.datetime.now(dt.UTC).date()
-START = TODAY - dt.timedelta(days=12)
-DAYS = [(START + dt.timedelta(days=i)).isoformat() for i in range(12)]  # every closed day from START
+N_DAYS = 12
+
+
+def closed_days() -> tuple[dt.date, list[str]]:
+    """RELEASE_START and every day the schedule has closed since, fixed for the whole test."""
+    start = clear_of_utc_midnight(10) - dt.timedelta(days=N_DAYS)
+    return start, [(start + dt.timedelta(days=i)).isoformat() for i in range(N_DAYS)]
 
 
 def wait_until(predicate, timeout: float = 120.0, what: str = "condition"):
@@ -44,10 +48,11 @@ def series(server: ServerProcess, metric: str) -> list[dict]:
 
 def complete(server: ServerProcess, metric: str) -> list[dict] | None:
     points = series(server, metric)
-    return points if len(points) == len(DAYS) else None
+    return points if len(points) == N_DAYS else None
 
 
 def test_restart_catches_up_every_closed_day_and_records_refusals(tmp_path):
+    START, DAYS = closed_days()
     data = tmp_path / "data"
     env = {
         "RELEASE_START": START.isoformat(),
