@@ -66,13 +66,23 @@ def test_fold_threshold_bounds_the_pending_log():
     assert m.folded().nbytes() == 8 * 40_000
 
 
-@given(st.lists(st.lists(st.integers(-50, 50), max_size=30), max_size=5))
-def test_union_difference_contains(arrays):
+@given(st.lists(st.lists(st.integers(-50, 50), max_size=30), max_size=5), st.integers(1, 60))
+def test_union_difference_contains(arrays, slice_keys):
     arrs = [np.unique(np.array(a, dtype=np.int64)) for a in arrays]
-    u = membership.union(arrs)
+    u = membership.union(arrs, slice_keys)
     assert u.tolist() == sorted(set().union(*map(set, arrays)) if arrays else set())
     if len(arrs) >= 2:
         d = membership.difference(arrs[0], arrs[1])
         assert d.tolist() == sorted(set(arrays[0]) - set(arrays[1]))
         mask = membership.contains(arrs[0], np.array(arrays[1], dtype=np.int64))
         assert mask.tolist() == [x in set(arrays[0]) for x in arrays[1]]
+
+
+@given(st.lists(st.lists(st.integers(-30, 30), max_size=40), max_size=8), st.integers(1, 50))
+def test_sorted_slices_are_the_sorted_multiset_in_disjoint_value_ranges(arrays, slice_keys):
+    arrs = [np.unique(np.array(a, dtype=np.int64)) for a in arrays]
+    slices = list(membership.sorted_slices(arrs, slice_keys))
+    assert all(len(s) for s in slices)
+    assert [k for s in slices for k in s.tolist()] == sorted(k for a in arrs for k in a.tolist())
+    for lo, hi in zip(slices, slices[1:]):
+        assert lo[-1] < hi[0]  # every copy of a value is in one slice

@@ -21,8 +21,13 @@ STEP = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(window=st.integers(1, 10), steps=st.lists(STEP, max_size=25), seed=st.integers(0, 2**32 - 1))
-def test_sliding_union_equals_membership_union_after_any_sequence(window, steps, seed):
+@given(
+    window=st.integers(1, 10),
+    steps=st.lists(STEP, max_size=25),
+    seed=st.integers(0, 2**32 - 1),
+    slice_keys=st.integers(1, 40),
+)
+def test_sliding_union_equals_membership_union_after_any_sequence(window, steps, seed, slice_keys):
     rng = np.random.default_rng(seed)
     days: dict[int, np.ndarray] = {}
 
@@ -31,7 +36,7 @@ def test_sliding_union_equals_membership_union_after_any_sequence(window, steps,
             days[d] = np.unique(rng.integers(-50, 50, size=rng.integers(0, 20)))
         return days[d]
 
-    cache = SlidingUnion()
+    cache = SlidingUnion(slice_keys)  # tiny slices: a rebuild sorts many value ranges
     end = 0
     kept: list[tuple[np.ndarray, np.ndarray]] = []  # (returned array, a copy): never changed later
     for step in [("same",), *steps]:
@@ -46,8 +51,11 @@ def test_sliding_union_equals_membership_union_after_any_sequence(window, steps,
             window = step[1]
         parts = {d: day_array(d) for d in range(end - window + 1, end + 1)}
         got = cache.union(parts)
-        expected = membership.union(list(parts.values()))
-        assert np.array_equal(got, expected)
+        members = [set(a.tolist()) for a in parts.values()]
+        expected = sorted(set().union(*members))  # by Python sets, not by the code under test
+        assert got.tolist() == expected
+        assert np.array_equal(got, membership.union(list(parts.values()), slice_keys))
+        assert cache.counts.tolist() == [sum(k in m for m in members) for k in expected]
         assert got.dtype == np.int64 and (len(got) < 2 or np.all(np.diff(got) > 0))
         kept.append((got, got.copy()))
     for returned, copy in kept:
