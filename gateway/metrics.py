@@ -23,6 +23,10 @@ a release protects, nor is any a per-day series. Kept:
   refused at start) and a 0/1 flag -- never of events or users:
   a group holds any number of requests, a request any number of events.
 
+Running counts are Prometheus counters (``CumulativeCounts``: exposed as ``<name>_total``, so
+``rate()``/``increase()`` apply); levels (``dpdau_ready``, ``dpdau_journal_unavailable``, mailbox
+depths, budget spent) are gauges.
+
 Removed (each was an exact number about the data): events ingested and the journal position (a
 count of events: one ``+`` per user-day gives DAU), events pending commit and commit groups (the
 same, in flight), day actors (how many distinct days hold any activity).
@@ -30,9 +34,12 @@ same, in flight), day actors (how many distinct days hold any activity).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from actors.accountant import BudgetReportOut
 from actors.system.facade import SystemStats
@@ -55,53 +62,15 @@ class Metrics:
             registry=r,
         )
         self.mailbox = Gauge("dpdau_mailbox_depth", "Messages waiting in actor mailboxes", ["actor"], registry=r)
-        self.releases = Gauge("dpdau_releases", "Releases in the release log", registry=r)
-        self.crashes = Gauge(
-            "dpdau_actor_crashes", "Actor crashes (each restarted from its last state)", ["actor"], registry=r
-        )
         self.budget = Gauge(
             "dpdau_budget_epsilon_spent", "Epsilon spent (tight PLD composition)", ["metric", "period"], registry=r
         )
         self.ready = Gauge("dpdau_ready", "1 when replay has finished", registry=r)
-        # The schedule's publications and refusals depend only on the clock, the configuration and
-        # the budget (actors/state/schedule.py), so these are as public as the series itself.
-        self.scheduled = Gauge(
-            "dpdau_scheduled_releases", "Scheduled publications made (first + revisions)", ["metric"], registry=r
-        )
-        self.refused = Gauge(
-            "dpdau_scheduled_refused",
-            "Scheduled publications refused by the budget (never retried)",
-            ["metric"],
-            registry=r,
-        )
-        self.schedule_failures = Gauge(
-            "dpdau_schedule_tick_failures", "Schedule ticks that failed (retried at the next wake-up)", registry=r
-        )
-        self.write_failures = Gauge(
-            "dpdau_journal_write_failures",
-            "Journal writes that failed, by kind (full, busy, failed); nothing of them was acknowledged",
-            ["kind"],
-            registry=r,
-        )
         self.journal_unavailable = Gauge(
             "dpdau_journal_unavailable", "1 while the journal cannot be reached (writes refused with 503)", registry=r
         )
-        self.found_after_failure = Gauge(
-            "dpdau_journal_found_after_failure",
-            "Failed journal writes that had committed after all (dispatched, never acknowledged)",
-            registry=r,
-        )
-        self.journal_unsettled = Gauge(
-            "dpdau_journal_unsettled",
-            "Times the journal could not be read back (queued and new writes refused with 503 until it answered)",
-            registry=r,
-        )
-        self.snapshot_failures = Gauge("dpdau_snapshot_failures", "Snapshot writes that failed", registry=r)
-        self.snapshots_rejected = Gauge(
-            "dpdau_snapshots_rejected", "Snapshot files refused at start (corrupt, truncated, foreign)", registry=r
-        )
-        for kind in ("full", "busy", "failed"):
-            self.write_failures.labels(kind).set(0)
+        self.cumulative = CumulativeCounts()
+        r.register(self.cumulative)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -118,23 +87,10 @@ class Metrics:
 
     def update(self, stats: SystemStats, budget: BudgetReportOut | None) -> None:
         self.ready.set(1 if stats.ready else 0)
-        for kind, n in stats.journal_write_failures.items():
-            self.write_failures.labels(kind).set(n)
         self.journal_unavailable.set(1 if stats.journal_unavailable else 0)
-        self.found_after_failure.set(stats.journal_found_after_failure)
-        self.journal_unsettled.set(stats.journal_unsettled)
-        self.snapshot_failures.set(stats.snapshot_failures)
-        self.snapshots_rejected.set(stats.snapshots_rejected)
-        self.releases.set(stats.releases)
         for actor, depth in stats.mailbox_depth.items():
             self.mailbox.labels(actor).set(depth)
-        for metric, n in stats.scheduled.items():
-            self.scheduled.labels(metric).set(n)
-        for metric, n in stats.refused.items():
-            self.refused.labels(metric).set(n)
-        self.schedule_failures.set(stats.schedule_failures)
-        for actor, n in stats.actor_crashes.items():
-            self.crashes.labels(actor).set(n)
+        self.cumulative.stats = stats
         for period in budget.periods if budget is not None else []:
             for metric, m in period.metrics.items():
                 self.budget.labels(metric, period.accounting_period).set(m.epsilon_spent)
@@ -142,3 +98,72 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CumulativeCounts(Collector):
+    """The system's running counts, exposed as Prometheus *counters* (``<name>_total``), so that
+    ``rate()`` and ``increase()`` work on them: they only grow while a process lives, and a restart
+    resets the in-process ones to zero, which Prometheus reads as a counter reset. The numbers
+    are read from the latest ``SystemStats`` (``update``, once per scrape); nothing is kept here.
+    ``dpdau_releases``, ``dpdau_scheduled_*`` count the journal's releases (they survive restarts)."""
+
+    def __init__(self) -> None:
+        self.stats: SystemStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        if s is None:
+            return
+
+        def counter(name: str, doc: str, values: dict[str, int] | int, label: str | None = None) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=[label] if label else None)
+            if isinstance(values, dict):
+                for key, n in sorted(values.items()):
+                    family.add_metric([key], n)
+            else:
+                family.add_metric([], values)
+            return family
+
+        yield counter("dpdau_releases", "Releases in the release log", s.releases)
+        yield counter(
+            "dpdau_actor_crashes", "Actor crashes (each restarted from its last state)", s.actor_crashes, "actor"
+        )
+        # The schedule's publications and refusals depend only on the clock, the configuration and
+        # the budget (actors/state/schedule.py), so these are as public as the series itself.
+        yield counter(
+            "dpdau_scheduled_releases", "Scheduled publications made (first + revisions)", s.scheduled, "metric"
+        )
+        yield counter(
+            "dpdau_scheduled_refused",
+            "Scheduled publications refused by the budget (never retried)",
+            s.refused,
+            "metric",
+        )
+        yield counter(
+            "dpdau_schedule_tick_failures",
+            "Schedule ticks that failed (retried at the next wake-up)",
+            s.schedule_failures,
+        )
+        failures = {"full": 0, "busy": 0, "failed": 0, **s.journal_write_failures}
+        yield counter(
+            "dpdau_journal_write_failures",
+            "Journal writes that failed, by kind (full, busy, failed); nothing of them was acknowledged",
+            failures,
+            "kind",
+        )
+        yield counter(
+            "dpdau_journal_found_after_failure",
+            "Failed journal writes that had committed after all (dispatched, never acknowledged)",
+            s.journal_found_after_failure,
+        )
+        yield counter(
+            "dpdau_journal_unsettled",
+            "Times the journal could not be read back (queued and new writes refused with 503 until it answered)",
+            s.journal_unsettled,
+        )
+        yield counter("dpdau_snapshot_failures", "Snapshot writes that failed", s.snapshot_failures)
+        yield counter(
+            "dpdau_snapshots_rejected",
+            "Snapshot files refused at start (corrupt, truncated, foreign)",
+            s.snapshots_rejected,
+        )

@@ -106,7 +106,7 @@ class Figures:
     purged_receipts_checked: int = 0
     restores_from_snapshot: int = 0
     restores_by_full_replay: int = 0
-    stale_snapshots_skipped: int = 0
+    snapshots_skipped: int = 0  # files a restore checked and refused (journal/snapshots.py rule 2)
     max_restart_seconds: float = 0.0
     journal_events: int = 0
     seconds: float = 0.0
@@ -124,7 +124,8 @@ class Figures:
             f"erasures acknowledged {self.erasures_acknowledged}, purges journaled {self.purges_journaled}, "
             f"purged receipts checked against every file {self.purged_receipts_checked}",
             f"restores checked: {self.restores_from_snapshot} from a snapshot + tail, "
-            f"{self.restores_by_full_replay} by full replay (no valid snapshot), all equal to full replay",
+            f"{self.restores_by_full_replay} by full replay (no valid snapshot), all equal to full replay; "
+            f"snapshot files refused on the way: {self.snapshots_skipped}",
             f"journal at the end: {self.journal_events} events; slowest restart to ready "
             f"{self.max_restart_seconds:.2f} s; whole run {self.seconds:.1f} s "
             f"({', '.join(f'{k} {v:.1f} s' for k, v in self.phase_seconds.items())})",
@@ -487,7 +488,9 @@ class Harness:
         journal = await Journal.open(journal_path(self.data))
         try:
             full, _ = await restore_world(journal, None, engine, use_snapshot=False)
-            restored, from_seq = await restore_world(journal, snapshot_store(self.data), engine)
+            store = snapshot_store(self.data)
+            restored, from_seq = await restore_world(journal, store, engine)
+            self.figures.snapshots_skipped += store.rejected  # corrupt, torn, stale (purge/rotation after it)
             if from_seq is None:
                 self.figures.restores_by_full_replay += 1
             else:

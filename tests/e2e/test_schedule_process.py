@@ -97,7 +97,7 @@ def test_restart_catches_up_every_closed_day_and_records_refusals(tmp_path):
         status, metrics, _ = server.http.get("/metrics")
         assert status == 200
         text = metrics["_text"]
-        assert f'dpdau_scheduled_refused{{metric="dau"}} {float(refused)}' in text
+        assert f'dpdau_scheduled_refused_total{{metric="dau"}} {float(refused)}' in text
         status, cfg, _ = server.http.get("/config")
         assert status == 200 and cfg["release_start"] == START.isoformat() and cfg["refused"]["dau"] == refused
         # 4. the CLI prints the same series

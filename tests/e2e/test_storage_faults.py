@@ -113,7 +113,7 @@ def test_disk_full_answers_507_acknowledges_nothing_and_recovers_when_space_retu
             assert server.http.get("/healthz")[0] == 200
             assert server.http.get("/releases")[0] == 200
             text = metrics(server)
-            assert metric(text, 'dpdau_journal_write_failures{kind="full"}') >= 3
+            assert metric(text, 'dpdau_journal_write_failures_total{kind="full"}') >= 3
             assert "journal_write_failed" in server.log() and "full" in server.log()
             # Space comes back: no restart, no operator action.
             if real:
@@ -166,7 +166,7 @@ def test_a_locked_database_answers_503_then_recovers(tmp_path):
         finally:
             other.execute("ROLLBACK")
             other.close()
-        assert metric(metrics(server), 'dpdau_journal_write_failures{kind="busy"}') >= 1
+        assert metric(metrics(server), 'dpdau_journal_write_failures_total{kind="busy"}') >= 1
         assert "journal_write_failed" in server.log()
         status, _, headers = server.http.post("/event", batch_body(10, "during"), headers={"Idempotency-Key": "during"})
         assert status == 200 and headers.get("Idempotent-Replayed") is None  # the 503 had stored nothing
@@ -200,7 +200,7 @@ def test_truncated_and_bit_flipped_snapshots_are_skipped_counted_and_logged(tmp_
     older.write_bytes(bytes(blob))
     with ServerProcess(data) as server:
         assert server.http.get("/readyz")[1]["journal_seq"] == seq
-        assert metric(metrics(server), "dpdau_snapshots_rejected") == 2
+        assert metric(metrics(server), "dpdau_snapshots_rejected_total") == 2
         log = server.log()
         assert "snapshot_skipped" in log and "truncated" in log and "checksum mismatch" in log
         assert server.http.get(f"/dau/{DAY}")[1] == release  # the same record, not a new draw
@@ -311,8 +311,8 @@ def test_postgresql_connection_cut_answers_503_then_reconnects(tmp_path, pg_url)
     counted = 'dpdau_http_requests_total{method="POST",route="/event",status="503"}'
     assert (metric(text, counted) if refused else 0) == refused
     faults = [line for line in log.splitlines() if "journal_write_failed" in line or "journal_unsettled" in line]
-    storage = sum(metric(text, f'dpdau_journal_write_failures{{kind="{k}"}}') for k in ("full", "busy", "failed"))
-    storage += metric(text, "dpdau_journal_unsettled")
+    storage = sum(metric(text, f'dpdau_journal_write_failures_total{{kind="{k}"}}') for k in ("full", "busy", "failed"))
+    storage += metric(text, "dpdau_journal_unsettled_total")
     assert storage == len(faults) and (storage >= 1 or refused == 0), (storage, faults, refused)
     assert "journal_reconnected" in log  # the writer reconnected by itself
     keys, events, _ = journal_keys(data, pg_url)

@@ -111,24 +111,34 @@ async def test_metrics_are_operational_only(tmp_path):
             "dpdau_http_request_duration_seconds_count",
             "dpdau_http_request_duration_seconds_sum",
             "dpdau_mailbox_depth",
-            "dpdau_actor_crashes",
-            "dpdau_releases",
+            "dpdau_actor_crashes_total",
+            "dpdau_releases_total",
             "dpdau_budget_epsilon_spent",
             "dpdau_ready",
             "dpdau_process",  # which process of a deployment answered (its name and kind: the command line)
-            "dpdau_scheduled_releases",
-            "dpdau_scheduled_refused",
-            "dpdau_schedule_tick_failures",
-            "dpdau_journal_write_failures",
-            "dpdau_journal_found_after_failure",
+            "dpdau_scheduled_releases_total",
+            "dpdau_scheduled_refused_total",
+            "dpdau_schedule_tick_failures_total",
+            "dpdau_journal_write_failures_total",
+            "dpdau_journal_found_after_failure_total",
             "dpdau_journal_unavailable",
-            "dpdau_journal_unsettled",
-            "dpdau_snapshot_failures",
-            "dpdau_snapshots_rejected",
+            "dpdau_journal_unsettled_total",
+            "dpdau_snapshot_failures_total",
+            "dpdau_snapshots_rejected_total",
         }
         assert names <= allowed, names - allowed  # a new metric must be audited (gateway/metrics.py) first
+        # running counts are counters (rate() works on them), levels are gauges
+        types = dict(line.split(" ")[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+        for name in allowed:
+            if name.endswith("_total"):
+                assert types.get(name) == "counter", (name, types.get(name))
+            elif name in types:
+                assert types[name] == "gauge", (name, types[name])
+        assert names >= {n for n in allowed if n.endswith("_total")} - {"dpdau_actor_crashes_total"}
         values = [
-            line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(("dpdau_mailbox", "dpdau_releases"))
+            line.rsplit(" ", 1)[1]
+            for line in text.splitlines()
+            if line.startswith(("dpdau_mailbox", "dpdau_releases_total"))
         ]
         assert "7.0" not in values  # nothing equals the 7 events / 7 users / 7 days ingested
         assert "2025-04-0" not in text.replace('period="2025-04"', "")  # no per-day series
