@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium against the real server with a year of simulated data:
-the charts draw one vertex per released day, the refused and revised days are marked, and every
-number shown equals the API's. A screenshot is saved under the test's temp dir.
+the charts draw one vertex per released day, the refused and revised days are marked (a lane and
+its label are drawn only when the lane has a mark), and every number shown equals the API's. A screenshot is saved under the test's temp dir.
 
 A second server runs the default configuration (only ``RELEASE_START`` set, two years back, no
 key): the schedule publishes every day of the two years with nothing refused, the page draws all
@@ -220,6 +220,7 @@ def test_dashboard_draws_the_published_year_and_shows_the_api_numbers(year_serve
     assert dom.one("body").attrs.get("data-loaded") == "true", out.stdout[:3000]
 
     series = {m: api(server, f"/series?metric={m}&limit=1000") for m in ("dau", "mau")}
+    drawn_lanes = {}
     for metric, page in series.items():
         points = page["points"]
         assert len(points) == page["total"] == DAYS
@@ -235,6 +236,13 @@ def test_dashboard_draws_the_published_year_and_shows_the_api_numbers(year_serve
             p["day"] for p in refused
         ]
         assert len(svg.find_all("line", class_="mark-revised")) == len(revised) > 0
+        # a lane and its label are drawn exactly when the API has a day for it, revised above refused
+        lanes = [name for name, days in (("revised", revised), ("refused", refused)) if days]
+        labels = svg.find_all("text", class_="lane-label")
+        assert [n.text for n in labels] == lanes
+        assert [g.attrs["class"] for g in svg.find_all("g", class_="lane")] == [f"lane {name}" for name in lanes]
+        assert [float(n.attrs["y"]) for n in labels] == sorted(float(n.attrs["y"]) for n in labels)
+        drawn_lanes[metric] = lanes
         # the card shows the latest release exactly
         card = dom.one("article", id=f"card-{metric}")
         latest = released[-1]
@@ -251,6 +259,7 @@ def test_dashboard_draws_the_published_year_and_shows_the_api_numbers(year_serve
             assert cells["lower_95"] == ("" if p["lower_95"] is None else str(p["lower_95"]))
             assert cells["revision"] == ("" if p["revision"] is None else str(p["revision"]))
     assert any(p["status"] == "refused" for p in series["dau"]["points"] + series["mau"]["points"])
+    assert drawn_lanes["mau"] == ["revised", "refused"], drawn_lanes  # MAU days are revised and refused here
 
     # budget bars: spent and cap per period and metric, as /budget says
     budget = api(server, "/budget")
@@ -359,6 +368,9 @@ def test_the_default_configuration_publishes_two_years_with_nothing_refused_and_
         svg = dom.one("div", id=f"chart-{metric}").one("svg")
         assert vertices(svg.one("path", class_="line").attrs["d"]) == DEFAULT_DAYS == int(svg.attrs["data-points"])
         assert svg.find_all("line", class_="mark-refused") == [] and svg.find_all("line", class_="mark-revised") == []
+        # nothing revised or refused: no lane is drawn, and no label names one
+        assert svg.find_all("text", class_="lane-label") == [] and svg.find_all("g", class_="lane") == []
+        assert not {"revised", "refused"} & {n.text.strip() for n in svg.find_all("text")}
         card = dom.one("article", id=f"card-{metric}")
         assert number(card.one(data_field="estimate").text) == points[-1]["estimate"]
     budget = api(server, "/budget")

@@ -8,8 +8,10 @@
 // 2. Erasure counts come from the admin-only /erasures/summary; without an admin key the panel
 //    says why it is hidden.
 // 3. Charts are SVG drawn at the container's width: one path per metric (a vertex per released
-//    day, broken at refused or missing days), the 95% band, and two lanes of ticks under the
-//    axis for revised and refused days, so they stay readable at years of days.
+//    day, broken at refused or missing days), the 95% band, and a lane of ticks under the axis
+//    for revised days and one for refused days, so they stay readable at years of days. A lane
+//    (and its label) is drawn only when it has a tick: an empty labelled lane reads as "none
+//    yet" when it means nothing at all.
 "use strict";
 
 (() => {
@@ -144,10 +146,15 @@
       box.appendChild(p);
       return;
     }
+    // the tick lanes under the axis, only those with a mark, stacked in this order
+    const lanes = [
+      { name: "revised", days: points.filter((p) => p.status !== "refused" && p.revision > 0) },
+      { name: "refused", days: points.filter((p) => p.status === "refused") },
+    ].filter((lane) => lane.days.length > 0);
     const W = Math.max(box.clientWidth, 480);
-    const H = 250;
-    const M = { left: 58, right: 14, top: 10, bottom: 50 };
-    const plotH = H - M.top - M.bottom;
+    const M = { left: 58, right: 14, top: 10, bottom: 26 + 12 * lanes.length };
+    const plotH = 190;
+    const H = M.top + plotH + M.bottom; // the SVG ends below the last lane drawn
     const days = points.map((p) => dayNum(p.day));
     const first = days[0];
     const last = days[days.length - 1];
@@ -206,24 +213,22 @@
     el("path", { class: `band ${metric}`, d: bandD }, svg);
     el("path", { class: `line ${metric}`, d: lineD, "data-points": String(released.length) }, svg);
 
-    // lanes: revised and refused days
-    const laneY = { revised: axisY + 24, refused: axisY + 36 };
-    el("text", { class: "lane-label", x: M.left - 8, y: laneY.revised + 4, "text-anchor": "end" }, svg, "revised");
-    el("text", { class: "lane-label", x: M.left - 8, y: laneY.refused + 4, "text-anchor": "end" }, svg, "refused");
-    const revised = el("g", { class: "lane revised" }, svg);
-    const refused = el("g", { class: "lane refused" }, svg);
-    for (const p of points) {
-      const px = x(dayNum(p.day)).toFixed(2);
-      if (p.status === "refused") {
-        el("line", { class: "mark-refused", x1: px, x2: px, y1: laneY.refused - 5, y2: laneY.refused + 5, "data-day": p.day }, refused);
-      } else if (p.revision > 0) {
-        el("line", { class: "mark-revised", x1: px, x2: px, y1: laneY.revised - 5, y2: laneY.revised + 5, "data-day": p.day }, revised);
+    // lanes: a tick per revised day and per refused day
+    let laneBottom = axisY;
+    lanes.forEach((lane, i) => {
+      const ly = axisY + 24 + 12 * i;
+      el("text", { class: "lane-label", x: M.left - 8, y: ly + 4, "text-anchor": "end" }, svg, lane.name);
+      const g = el("g", { class: `lane ${lane.name}` }, svg);
+      for (const p of lane.days) {
+        const px = x(dayNum(p.day)).toFixed(2);
+        el("line", { class: `mark-${lane.name}`, x1: px, x2: px, y1: ly - 5, y2: ly + 5, "data-day": p.day }, g);
       }
-    }
+      laneBottom = ly + 6;
+    });
     svg.setAttribute("data-points", String(released.length));
     svg.setAttribute("data-refused", String(points.length - released.length));
     box.appendChild(svg);
-    hover(box, svg, points, days, x, y, metric, { top: M.top, bottom: laneY.refused + 6 });
+    hover(box, svg, points, days, x, y, metric, { top: M.top, bottom: laneBottom });
   }
 
   function hover(box, svg, points, days, x, y, metric, span) {
