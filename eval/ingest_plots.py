@@ -1,11 +1,15 @@
 """Ingest throughput and latency plots from the benchmark JSON (``scripts/bench.py``).
 
-    python -m eval.ingest_plots [BENCH_JSON] [--out DIR]
+    python -m eval.ingest_plots [BENCH_JSON] [--data-dir DIR] [--experiment-id ID] [--out DIR]
 
-``BENCH_JSON`` defaults to ``DATA_DIR/bench/latest.json``; the PNGs go next to it unless
-``--out`` says otherwise. Input: the ``ingest_sweep`` block (single-event ingest at 1-32
-connections, batch ingest at 100-5,000 events per request) and the headline numbers with their
-same-run baselines. Nothing here measures anything: the benchmark does, against the real server.
+``BENCH_JSON`` defaults to ``DATA_DIR/bench/latest.json``. The PNGs go where every other plot of
+the evaluation goes, ``DATA_DIR/plots/EXPERIMENT_ID/``, resolved by ``eval.run``'s own helpers
+(``DATA_DIR``: ``--data-dir``, env ``DATA_DIR``, default ``./data``; ``EXPERIMENT_ID``:
+``--experiment-id``, default a UTC timestamp); ``--out DIR`` puts them in ``DIR`` instead.
+
+Input: the ``ingest_sweep`` block (single-event ingest at 1-32 connections, batch ingest at
+100-5,000 events per request) and the headline numbers with their same-run baselines. Nothing
+here measures anything: the benchmark does, against the real server.
 
 Rules: pure reading of the JSON (``sweep_series``, ``headline``) is separate from drawing, so it
 is tested without pixels; figures use matplotlib's Agg backend like ``eval/plots.py``.
@@ -24,6 +28,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from eval.run import data_dir_of, plots_dir
 
 FIGURES = ("ingest_throughput_latency.png", "ingest_latency_quantiles.png", "ingest_vs_targets.png")
 
@@ -148,19 +154,25 @@ def all_plots(bench: dict[str, Any], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    default = Path(os.environ.get("DATA_DIR", "./data")) / "bench" / "latest.json"
     p = argparse.ArgumentParser(prog="python -m eval.ingest_plots", description=__doc__.splitlines()[0])
-    p.add_argument("bench_json", nargs="?", type=Path, default=default, help=f"default {default}")
-    p.add_argument("--out", type=Path, default=None, help="default: the JSON's folder")
+    p.add_argument("bench_json", nargs="?", type=Path, default=None, help="default: DATA_DIR/bench/latest.json")
+    p.add_argument("--data-dir", default=None, help="default: env DATA_DIR or ./data")
+    p.add_argument(
+        "--experiment-id", default=None, help="plot folder name under DATA_DIR/plots/ (default: UTC timestamp)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="write the PNGs here (default: DATA_DIR/plots/EXPERIMENT_ID/)"
+    )
     a = p.parse_args(argv)
+    bench_json = a.bench_json if a.bench_json is not None else data_dir_of(a.data_dir) / "bench" / "latest.json"
     try:
-        bench = load(a.bench_json)
+        bench = load(bench_json)
     except (OSError, ValueError) as exc:
         print(
             f"eval.ingest_plots: {exc} -- run `make bench` (or scripts/bench.py --events 100000) first", file=sys.stderr
         )
         return 1
-    for path in all_plots(bench, a.out or a.bench_json.parent):
+    for path in all_plots(bench, a.out if a.out is not None else plots_dir(a.data_dir, a.experiment_id)):
         print(path)
     return 0
 

@@ -41,6 +41,17 @@ def default_experiment_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def data_dir_of(data_dir: str | os.PathLike | None = None) -> Path:
+    """``DATA_DIR``: the argument when given, else env ``DATA_DIR``, else ``./data``."""
+    return Path(data_dir if data_dir is not None else os.environ.get("DATA_DIR", "./data"))
+
+
+def plots_dir(data_dir: str | os.PathLike | None = None, experiment_id: str | None = None) -> Path:
+    """``DATA_DIR/plots/EXPERIMENT_ID/``, where every plot of the evaluation goes (``eval.ingest_plots``
+    too); ``EXPERIMENT_ID`` defaults to the UTC timestamp. Not created here."""
+    return data_dir_of(data_dir) / "plots" / (experiment_id or default_experiment_id())
+
+
 def run(
     *,
     quick: bool = False,
@@ -52,8 +63,7 @@ def run(
     started = time.perf_counter()
     seed = resolve_seed(seed)
     experiment_id = experiment_id or default_experiment_id()
-    data_dir = Path(data_dir if data_dir is not None else os.environ.get("DATA_DIR", "./data"))
-    out = data_dir / "plots" / experiment_id
+    out = plots_dir(data_dir, experiment_id)
     out.mkdir(parents=True, exist_ok=True)
     cfg = ex.make_config(quick, seed)
     timings: dict[str, float] = {}

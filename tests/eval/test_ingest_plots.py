@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from eval import ingest_plots
+from eval import run as eval_run
 from scripts import bench
 from scripts.loadgen import Result
 
@@ -78,3 +80,41 @@ def test_readme_ingest_figures_are_the_committed_run():
     assert " / ".join(f"{round(v / 1000)}k" for v in batch["events_per_s"]) in text
     assert "p99 " + " / ".join(f"{round(v)}" for v in batch["p99_ms"]) + " ms" in text
     assert not any(single["errors"] + batch["errors"]), "the README says no request failed"
+
+
+def pngs(folder) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png"))
+
+
+def test_cli_draws_into_the_evaluations_plot_folder_by_default(tmp_path, monkeypatch, capsys):
+    """Without --out the PNGs go to DATA_DIR/plots/EXPERIMENT_ID/, resolved as eval.run resolves
+    them (env DATA_DIR; --experiment-id, else a UTC timestamp), not next to the bench JSON."""
+    data = tmp_path / "data"
+    (data / "bench").mkdir(parents=True)
+    (data / "bench" / "latest.json").write_text(json.dumps(bench_json()))
+    monkeypatch.setenv("DATA_DIR", str(data))
+    assert ingest_plots.main(["--experiment-id", "sweep-1"]) == 0
+    out = data / "plots" / "sweep-1"
+    assert pngs(out) == sorted(ingest_plots.FIGURES)
+    assert capsys.readouterr().out.split() == [str(out / name) for name in ingest_plots.FIGURES]
+    assert pngs(data / "bench") == []
+
+    # no experiment id: a fresh timestamped folder beside the one above, as eval.run names them
+    assert ingest_plots.main([]) == 0
+    (stamped,) = [d for d in (data / "plots").iterdir() if d.name != "sweep-1"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z", stamped.name) and pngs(stamped) == sorted(ingest_plots.FIGURES)
+    assert stamped.parent == eval_run.plots_dir(None, stamped.name).parent
+
+
+def test_cli_data_dir_flag_beats_the_environment_and_out_overrides_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))
+    data = tmp_path / "data"
+    (data / "bench").mkdir(parents=True)
+    (data / "bench" / "latest.json").write_text(json.dumps(bench_json()))
+    assert ingest_plots.main(["--data-dir", str(data), "--experiment-id", "x"]) == 0
+    assert pngs(data / "plots" / "x") == sorted(ingest_plots.FIGURES)
+    assert not (tmp_path / "elsewhere").exists()
+
+    chosen = tmp_path / "chosen"
+    assert ingest_plots.main([str(data / "bench" / "latest.json"), "--out", str(chosen), "--experiment-id", "y"]) == 0
+    assert pngs(chosen) == sorted(ingest_plots.FIGURES) and not (data / "plots" / "y").exists()
