@@ -432,25 +432,28 @@ async def serve(
         app, access_log=None, handle_signals=False, shutdown_timeout=10, read_bufsize=admission.READ_BUFSIZE
     )
     try:
-        await runner.setup()
-        if reuse_port:  # one of several workers: listen only once ready (workers.py rule 3)
-            from gateway.appkeys import SYSTEM
-
-            await app[SYSTEM].wait_ready(timeout=24 * 3600)
-        site = web.SockSite(runner, sock, backlog=2048)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise _bind_error(cfg.gateway.host, cfg.gateway.port, exc) from None
-        log.info(
-            "listening",
-            url=f"http://{cfg.gateway.host}:{cfg.gateway.port}",
-            data_dir=str(cfg.data_dir),
-            journal=cfg.journal.redacted,
-            open_files=open_files,
-        )
+        await runner.setup()  # opens the journal: a layout it cannot hold raises here (facade)
         system = app[SYSTEM]
-        await _until_stopped(system.boot_failed, log)
+        if reuse_port:  # one of several workers: listen only once ready (workers.py rule 3)
+            await app[SYSTEM].wait_ready(timeout=24 * 3600)
+        # The boot runs concurrently: once it has failed nothing can ever be served, so the
+        # port is not opened and `listening` is never logged after `boot_failed` (an operator
+        # reading the log must not take the server for up).
+        if not system.boot_failed.is_set():
+            site = web.SockSite(runner, sock, backlog=2048)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _bind_error(cfg.gateway.host, cfg.gateway.port, exc) from None
+            if not system.boot_failed.is_set():  # it may have failed while the site started
+                log.info(
+                    "listening",
+                    url=f"http://{cfg.gateway.host}:{cfg.gateway.port}",
+                    data_dir=str(cfg.data_dir),
+                    journal=cfg.journal.redacted,
+                    open_files=open_files,
+                )
+            await _until_stopped(system.boot_failed, log)
     finally:
         await runner.cleanup()
         sock.close()

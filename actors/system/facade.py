@@ -3,7 +3,9 @@
 Theory of operation:
 - ``running()`` opens the journal and one task group that owns every task: the committer (the
   only writer), the actors' loops, and the background loops (``loops.py``). Nothing is started
-  outside it.
+  outside it. A journal this process cannot use as configured (it cannot be opened, or has fewer
+  pseudonym partitions than the shard layout needs) raises from ``running()`` itself, before any
+  task starts; a failure later in the boot is ``boot_error``.
 - Boot: newest valid snapshot (or none) + tail replay builds a ``World`` (``boot.py``); its
   pieces become the actors' states; then the committer starts and ``ready`` turns true. Until
   then every request that needs state is refused with ``NotReady`` (503), while liveness keeps
@@ -111,6 +113,10 @@ class ActorSystem:
     async def running(self) -> AsyncIterator[ActorSystem]:
         self.journal: JournalBackend = await self.spec.open(serving=True)
         try:
+            # What this process reads is known once the journal is open (its partition count is
+            # fixed when it is created): an impossible layout is refused here, raised to the
+            # caller before anything is served (gateway: one line, exit 2), not as a boot failure.
+            self.partitions = self.topology.partitions(self.journal.partition_count)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._boot, name="boot")
@@ -138,7 +144,6 @@ class ActorSystem:
                 log.warning("journal_rebuild_resumed", epoch=self.journal.epoch)
                 await self.journal.rebuild()
             swept = self.snapshots.store.sweep(journal_id=self.journal.journal_id, epoch=self.journal.epoch)
-            self.partitions = self.topology.partitions(self.journal.partition_count)
             world, self.restored_from = await restore_world(
                 self.journal, self.snapshots.store, self.settings, partitions=self.partitions
             )

@@ -10,7 +10,7 @@ supervisor restarts the worker; the test restarts the shard). Afterwards:
   published and charged once;
 - the SQLite journal refuses --workers/--shard with one line and exit code 2, and so do the shard
   layouts the README says are refused (a shard with workers, inexact sketches, more shards than
-  the journal's partitions -- that one after the start-up log, once the journal is open).
+  the journal's partitions -- that one once the journal is open, still before anything listens).
 """
 
 from __future__ import annotations
@@ -322,18 +322,28 @@ def test_impossible_shard_layouts_are_refused_with_one_line_and_exit_2(tmp_path,
     assert len(lines) == 1 and says in lines[0], proc.stderr
 
 
-def test_more_shards_than_the_journal_has_partitions_is_refused_with_exit_2(tmp_path, pg_url):
+def test_more_shards_than_the_journal_has_partitions_is_refused_with_one_line_and_exit_2(tmp_path, pg_url):
     """Known only once the journal is open (its partition count is fixed when the schema is created,
-    ``?partitions=``): the start-up log comes first, the last line names the problem."""
+    ``?partitions=``) -- and still refused before anything is served: one line, exit 2, and never a
+    ``listening`` (nor a ``boot_failed``) that would tell an operator the shard was up. The key is
+    set so that the open-access banner, printed on every keyless start, is not in the way."""
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--shard", "0/4"],
         cwd=ROOT,
-        env={**os.environ, "DATA_DIR": str(tmp_path / "data"), "JOURNAL_URL": pg_url + "?partitions=2"},
+        env={
+            **os.environ,
+            "DATA_DIR": str(tmp_path / "data"),
+            "JOURNAL_URL": pg_url + "?partitions=2",
+            "API_KEY": "k" * 32,
+            "LOG_LEVEL": "info",
+        },
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("configuration error: --shard 0/4: the journal has 2 partitions, so at most 2 shards"), last
+    assert "listening" not in proc.stderr and "boot_failed" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("configuration error: --shard 0/4: the journal has 2 partitions, so at most 2 shards")
