@@ -12,7 +12,9 @@ Rules:
    answer at that cut says ``409 cut_unavailable``.
 3. ``HttpShardClient`` is the coordinator's side: one aiohttp session, a deadline per call. Any
    failure -- refused connection, a 409, a timeout, a bad answer -- is ``ShardsUnavailable``: the
-   release is abandoned (nothing published or charged) and the client retries it (503).
+   release is abandoned (nothing published or charged) and the client retries it (503). Its text
+   names the shard's internal address, for the log only: ``ShardCounter`` (cuts rule 6) logs it
+   and answers the reader with the shard's index.
 """
 
 from __future__ import annotations

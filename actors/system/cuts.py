@@ -21,6 +21,10 @@ Theory of operation (the protocol; HANDOFF "Shards and the consistent cut"):
    a shard that is down or unregistered makes the attempt fail with ``ShardsUnavailable`` (503
    with Retry-After). Either way nothing is published or charged, and the retry takes a new cut.
    A cut record is harmless: replay ignores it (``World``), a shard forgets it.
+6. What the reader of that 503 learns is which shard index is missing, never where the
+   deployment's processes live: a client's failure names the shard's internal address (and the
+   driver's error text, which repeats it); ``ShardCounter`` logs both (``shard_unreachable``) and
+   answers ``shard I of N unreachable`` instead.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Protocol
 
 import anyio
 import numpy as np
+import structlog
 
 from actors.days import DayView, GetView
 from actors.refusals import ShardsUnavailable
@@ -41,6 +46,8 @@ from actors.system.router import Router, collect_views
 from journal import events as ev
 from journal.backend import JournalBackend
 from journal.events import StoredRecord
+
+log = structlog.get_logger("actors.system")
 
 CUT_WAIT_SECONDS = 30.0  # how long a shard waits to reach a cut before answering "unavailable"
 HEARTBEAT_FRESH_SECONDS = 15.0  # a shard whose row is older than this is taken for dead
@@ -135,7 +142,9 @@ class ShardCounter:
         for index in range(self.shards):
             mine = sorted((m for m in rows if m.shard == index), key=lambda m: m.age_seconds)
             if not mine or mine[0].address is None or mine[0].age_seconds > HEARTBEAT_FRESH_SECONDS:
-                raise ShardsUnavailable(f"shard {index}/{self.shards} is not registered or has stopped answering")
+                raise ShardsUnavailable(
+                    f"shard {index} of {self.shards} is not registered or has stopped answering; retry shortly"
+                )
             out.append(mine[0].address)
         return out
 
@@ -152,11 +161,16 @@ class ShardCounter:
 
 
 async def _each(addresses: list[str], ask: Callable[[str], Awaitable[int]]) -> list[int]:
-    """Ask every shard at once; the first failure (``ShardsUnavailable``) is the answer."""
+    """Ask every shard at once; the first failure (``ShardsUnavailable``) is the answer (rule 6:
+    by the shard's index; its address only in the log)."""
     out = [0] * len(addresses)
 
     async def one(i: int, address: str) -> None:
-        out[i] = await ask(address)
+        try:
+            out[i] = await ask(address)
+        except ShardsUnavailable as exc:
+            log.warning("shard_unreachable", shard=i, shards=len(addresses), address=address, reason=str(exc))
+            raise ShardsUnavailable(f"shard {i} of {len(addresses)} unreachable; retry shortly") from None
 
     try:
         async with anyio.create_task_group() as tg:

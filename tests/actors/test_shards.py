@@ -191,8 +191,12 @@ async def test_a_missing_shard_is_503_and_nothing_is_charged(pg_url, tmp_path):
         gateway, shards, client = await deployment(stack, pg_url, tmp_path)
         await ingest(gateway, [(k, BASE, 1) for k in range(1, 10)])
         del client.shards["mem://1"]
-        with pytest.raises(ShardsUnavailable):
+        with pytest.raises(ShardsUnavailable) as refused:
             await gateway.release(ReleaseKey.dau(BASE))
+        # cuts rule 6: the refusal names the shard's index; its address (which the client's
+        # failure names) stays out of what a reader is told
+        assert "shard 1 of 2 unreachable" in str(refused.value)
+        assert "mem://" not in str(refused.value)
         records = await all_records(gateway)
         assert not [r for r in records if isinstance(r.event, (ev.BudgetCharged, ev.Released))]
         client.shards["mem://1"] = shards[1]

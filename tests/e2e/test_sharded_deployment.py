@@ -15,6 +15,7 @@ supervisor restarts the worker; the test restarts the shard). Afterwards:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -263,6 +264,37 @@ async def count_at_a_cut(url: str, shards: list[ServerProcess]) -> tuple[int, di
     )
     assert unknown[0] == 409 and unknown[1]["error"] == "cut_unavailable"  # refused, never guessed
     return stored[0].seq - 1, {"days": days, "window": share(stored[-1])}
+
+
+def test_an_unreachable_shard_is_named_by_its_index_never_by_its_address(tmp_path, pg_url):
+    """cuts rule 6: shard 1 is up and registered, but advertises an address where nothing listens
+    (so every release attempt meets a refused connection, however long the test takes). A reader
+    gets 503 shards_unavailable with Retry-After naming shard 1 of 2, and nothing of the
+    deployment's internal addresses; the gateway's log names the address."""
+    data = tmp_path / "data"
+    env = {"JOURNAL_URL": pg_url, "HASH_SALT_SECRET": SECRET}
+    dead = free_port()  # nothing listens here
+    healthy = ServerProcess(data, env, args=["--shard", "0/2"])
+    unreachable = ServerProcess(data, env, args=["--shard", "1/2", "--advertise", f"http://127.0.0.1:{dead}"])
+    gateway = ServerProcess(data, env, args=["--shards", "2"])
+    try:
+        for process in (healthy, unreachable, gateway):
+            process.start()
+        events = [{"user_id": f"u{i}", "op": "+", "day": DAYS[0]} for i in range(30)]
+        assert gateway.http.post("/event", {"events": events})[0] == 200
+        status, body, headers = gateway.http.get(f"/dau/{DAYS[0]}", timeout=90)
+        assert status == 503 and body["error"] == "shards_unavailable", body
+        assert int(headers["Retry-After"]) > 0
+        assert "shard 1 of 2 unreachable" in body["detail"], body
+        text = json.dumps(body) + json.dumps(headers)
+        assert "127.0.0.1" not in text and "http" not in body["detail"], text
+        for port in (dead, healthy.port, unreachable.port, gateway.port):
+            assert str(port) not in text, (port, text)
+        logged = [line for line in gateway.log().splitlines() if "shard_unreachable" in line]
+        assert logged and f"127.0.0.1:{dead}" in logged[0] and "shard=1" in logged[0], gateway.log()
+    finally:
+        for process in (gateway, unreachable, healthy):
+            process.stop()
 
 
 @pytest.mark.parametrize(
