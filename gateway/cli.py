@@ -68,6 +68,8 @@ def guarded(run: Callable[[], int]) -> int:
             return _fail(f"configuration error: {cause}", 2)
         if isinstance(cause, (config_mod.ConfigError, IdentityError)):  # the secret/keyring as configured
             return _fail(f"configuration error: {cause}", 2)
+        # Exit 1, not 2: nothing is wrong with the configuration -- e.g. DATA_DIR held by another
+        # dpdau (DataDirBusy) is a busy resource, and the same command works once it is free.
         if isinstance(cause, (DataDirBusy, ClientError, FileNotFoundError, ValueError, StartFailed)):
             return _fail(f"dpdau: {cause}", 1)
         raise

@@ -1,7 +1,8 @@
 """A bad configuration, through the real ``dpdau`` process: one line naming the setting, exit 2.
 
 Never a traceback, nothing started: the port is checked before the journal is opened, and
-``DATA_DIR`` is proved writable before anything is written to it.
+``DATA_DIR`` is proved writable before anything is written to it. A ``DATA_DIR`` another dpdau
+process holds is not a bad setting but a busy resource: one line naming it, exit 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -138,3 +139,25 @@ def test_dpdau_help_says_what_it_does_with_examples(tmp_path):
     sub = dpdau("ingest", "--help", env={}, cwd=tmp_path)
     assert sub.returncode == 0 and "example:" in sub.stdout and "dpdau ingest events.jsonl" in sub.stdout
     assert "--retries" in sub.stdout and "--retry-for" in sub.stdout
+
+
+@pytest.mark.parametrize("command", [["serve", "--host", "127.0.0.1"], ["replay"]], ids=["serve", "replay"])
+def test_a_data_dir_held_by_a_running_server_is_one_line_and_exit_1(tmp_path, command):
+    """Exit 1, not 2: nothing is wrong with the setting, the directory is busy (README
+    "Configuration and deployment"). The refused process touches nothing; the running server
+    keeps serving. A key is set so the open-access banner of a keyless start is not in the way."""
+    data = tmp_path / "data"
+    env = {"DATA_DIR": str(data), "API_KEY": "k" * 32}
+    with ServerProcess(data, env) as first:
+        assert first.http.post("/event", {"user_id": "u1", "op": "+", "day": "2025-03-03"})[0] == 200
+        args = [*command, "--port", str(free_port())] if command[0] == "serve" else command
+        second = dpdau(*args, env=env, cwd=tmp_path)
+        assert second.returncode == 1, (second.returncode, second.stderr)
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        assert lines[0].startswith("dpdau: ") and str(data) in lines[0], lines[0]
+        assert "in use by another dpdau process" in lines[0], lines[0]
+        assert first.proc is not None and first.proc.poll() is None
+        assert first.http.get("/healthz")[0] == 200
+        assert first.http.get("/readyz")[0] == 200
+        assert first.http.post("/event", {"user_id": "u2", "op": "+", "day": "2025-03-03"})[0] == 200
