@@ -1,8 +1,11 @@
 """Every failure leaves as JSON ``{"error": code, "detail": text, ...}``; nothing else escapes.
 
 ``ERRORS`` below is the whole mapping from what went wrong (an exception type) to what the
-client sees (status, code, extra fields, Retry-After). Refusals that are about load, not about
-the request, carry ``Retry-After``. Anything not in the table is a bug: logged, answered 500.
+client sees (status, code, body, Retry-After). A body is ``ErrorOut``, or, for a refusal that
+carries more (``period_not_closed``, ``budget_exhausted``), its own Struct in ``schemas.py``: the
+body is converted to that Struct (validated) before it is sent, so it is exactly what
+``/openapi.json`` declares. Refusals that are about load, not about the request, carry
+``Retry-After``. Anything not in the table is a bug: logged, answered 500.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from actors.refusals import (
 from actors.runtime import ActorStopped, MailboxFull
 from actors.system.cuts import CutUnavailable
 from gateway.admission import BODY_IDLE_SECONDS, BodyBudgetSpent, BodyTimeout
-from gateway.schemas import ErrorOut
+from gateway.schemas import BudgetRefusedOut, ErrorOut, NotClosedOut
 from journal.groupcommit import Closed, Overloaded
 from journal.storage import StorageFull, StorageUnavailable
 
@@ -64,6 +67,12 @@ def error_response(
 ) -> web.Response:
     body = msgspec.to_builtins(ErrorOut(code, detail, field))
     body.update(extra or {})
+    return json_error(status, body, retry_after=retry_after, headers=headers)
+
+
+def json_error(
+    status: int, body: object, *, retry_after: int | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -77,13 +86,21 @@ class Mapping:
     status: int
     code: str
     detail: Callable[[Any], str] = str
-    extra: Callable[[Any], dict[str, Any] | None] = lambda exc: None
     retry_after: Callable[[Any], int | None] = lambda exc: None
+    typed: type[msgspec.Struct] | None = None  # the body's Struct when it carries more than ErrorOut
+    fields: Callable[[Any], dict[str, Any]] = lambda exc: {}  # its fields besides error and detail
+
+    def body(self, exc: Any, field: str | None = None) -> msgspec.Struct:
+        """The body for ``exc``. A typed body is converted, hence validated: a field missing, extra
+        or of the wrong type is an error here, never a body that differs from its schema."""
+        if self.typed is None:
+            return ErrorOut(self.code, self.detail(exc), field)
+        return msgspec.convert({"error": self.code, "detail": self.detail(exc), **self.fields(exc)}, self.typed)
 
 
 ERRORS: dict[type[Exception], Mapping] = {
-    NotClosed: Mapping(409, "period_not_closed", extra=lambda e: {"closes_at": e.closes_at}),
-    BudgetExhausted: Mapping(429, "budget_exhausted", extra=lambda e: e.body),
+    NotClosed: Mapping(409, "period_not_closed", typed=NotClosedOut, fields=lambda e: {"closes_at": e.closes_at}),
+    BudgetExhausted: Mapping(429, "budget_exhausted", typed=BudgetRefusedOut, fields=lambda e: e.body),
     NothingToRevise: Mapping(404, "no_release"),
     IdempotencyConflict: Mapping(
         422, "idempotency_key_reused", lambda e: "this Idempotency-Key was used with a different batch"
@@ -126,14 +143,7 @@ def _mapped(exc: Exception) -> web.Response | None:
         mapping = ERRORS.get(cls)
         if mapping is not None:
             field = "Idempotency-Key" if isinstance(exc, IdempotencyConflict) else None
-            return error_response(
-                mapping.status,
-                mapping.code,
-                mapping.detail(exc),
-                field=field,
-                extra=mapping.extra(exc),
-                retry_after=mapping.retry_after(exc),
-            )
+            return json_error(mapping.status, mapping.body(exc, field), retry_after=mapping.retry_after(exc))
     return None
 
 
@@ -151,7 +161,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, exc.text or exc.reason, headers=allow)
     except Exception as exc:
-        mapped = _mapped(exc)
+        try:
+            mapped = _mapped(exc)
+        except msgspec.ValidationError as bad:  # a refusal's body does not fit its Struct: a bug
+            log.exception("error_body_invalid", route=request.path, error=repr(exc), problem=str(bad))
+            return error_response(500, "internal_error", "unexpected error; it has been logged")
         if mapped is not None:
             return mapped
         log.exception("unhandled_error", route=request.path, error=repr(exc))

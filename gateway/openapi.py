@@ -34,6 +34,7 @@ from gateway.appkeys import CONFIG
 from gateway.config import GatewaySettings
 from gateway.schemas import (
     BatchIn,
+    BudgetRefusedOut,
     ErasureAuditPage,
     ErasureIn,
     ErasureOut,
@@ -41,6 +42,7 @@ from gateway.schemas import (
     ErrorOut,
     EventIn,
     IngestOut,
+    NotClosedOut,
     ReadyOut,
     ReleaseConfigOut,
     ReleaseOut,
@@ -58,6 +60,8 @@ _SCHEMAS, _COMPONENTS = msgspec.json.schema_components(
         ReviseIn,
         IngestOut,
         ErrorOut,
+        NotClosedOut,
+        BudgetRefusedOut,
         ReleaseOut,
         ReleasePage,
         ErasureOut,
@@ -96,6 +100,16 @@ _FULL = {
     **_json(_ref("ErrorOut"), "The journal's storage is full: nothing of the request was stored"),
     "headers": _RETRY_AFTER,
 }
+# The refusals of a release (gateway/errors.py builds these bodies from the same Structs).
+_NOT_CLOSED = _json(
+    _ref("NotClosedOut"),
+    "period_not_closed: the day (MAU: the window's last day) has not closed; nothing released or charged",
+)
+_BUDGET_REFUSED = _json(
+    _ref("BudgetRefusedOut"),
+    "budget_exhausted: a cap the release reads cannot afford it; refused before any noise, nothing charged. "
+    "A period's cap never resets: a release that reads a spent period stays refused",
+)
 _OBJECT = {"type": "object"}
 # A date the service takes (actors/state/periods.py DAY_RANGE: 1970-01-01 .. 9998-12-31).
 _DAY = {
@@ -138,8 +152,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": _json(_ref("ReleaseOut"), "Release"),
             "400": _ERROR,
-            "409": _ERROR,
-            "429": _ERROR,
+            "409": _NOT_CLOSED,
+            "429": _BUDGET_REFUSED,
             "503": _ERROR,
         },
     },
@@ -153,8 +167,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": _json(_ref("ReleaseOut"), "Release"),
             "400": _ERROR,
-            "409": _ERROR,
-            "429": _ERROR,
+            "409": _NOT_CLOSED,
+            "429": _BUDGET_REFUSED,
             "503": _ERROR,
         },
     },
@@ -226,7 +240,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 }
             },
         },
-        "responses": {"201": _json(_ref("ReleaseOut"), "New revision"), "404": _ERROR, "422": _ERROR, "429": _ERROR},
+        "responses": {
+            "201": _json(_ref("ReleaseOut"), "New revision"),
+            "404": _ERROR,
+            # Only when LATENESS_HOURS or TIMEZONE changed since the release and moved its day's close later.
+            "409": _NOT_CLOSED,
+            "422": _ERROR,
+            "429": _BUDGET_REFUSED,
+        },
     },
     ("get", "/series"): {
         "summary": "The published series: per day in [from, to], the latest release (or the refusal), paged",

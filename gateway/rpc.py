@@ -168,9 +168,7 @@ def _error(exc: Exception) -> tuple[int, dict[str, Any], int | None]:
     for cls in type(exc).__mro__:
         mapping = ERRORS.get(cls)
         if mapping is not None:
-            body = msgspec.to_builtins(ErrorOut(mapping.code, mapping.detail(exc), None))
-            body.update(mapping.extra(exc) or {})
-            return mapping.status, body, mapping.retry_after(exc)
+            return mapping.status, msgspec.to_builtins(mapping.body(exc)), mapping.retry_after(exc)
     raise exc
 
 

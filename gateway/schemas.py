@@ -80,6 +80,73 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
     field: str | None = None
 
 
+class NotClosedOut(msgspec.Struct, forbid_unknown_fields=True):
+    """409 ``period_not_closed``: the day the release is about (DAU: the day; MAU: the window's
+    last day) has not closed yet. Nothing was released, drawn or charged."""
+
+    error: Literal["period_not_closed"]
+    detail: Annotated[str, Meta(description="What was refused and why, in words")]
+    closes_at: Annotated[
+        str,
+        Meta(
+            description="The instant (RFC 3339, in UTC) after which the day counts as over: the midnight "
+            "that ends it in TIMEZONE plus LATENESS_HOURS. From then on the release can be requested (it is "
+            "created and charged on its first request, if every period it reads can afford it).",
+            extra_json_schema={"format": "date-time"},
+        ),
+    ]
+
+
+IsoDay = Annotated[str, Meta(extra_json_schema={"format": "date"})]  # YYYY-MM-DD
+CapName = Literal["PERIOD_BUDGET_TOTAL", "DAU_BUDGET_TOTAL", "MAU_BUDGET_TOTAL", "USER_EPSILON_LIMIT"]
+
+
+class BudgetRefusedOut(msgspec.Struct, forbid_unknown_fields=True):
+    """429 ``budget_exhausted``: the release would push a cap past its limit, so it was refused
+    before any noise was drawn; nothing was charged. Every epsilon is at ``DELTA``, composed
+    tightly (PLD) over everything charged, never a sum."""
+
+    # gateway/errors.py builds the body through this Struct (msgspec.convert), so the body and the
+    # document cannot drift; the field order is the wire order.
+
+    error: Literal["budget_exhausted"]
+    detail: Annotated[str, Meta(description="What was refused and why, in words")]
+    metric: Annotated[Metric, Meta(description="The metric of the refused release")]
+    accounting_period: Annotated[
+        str | None,
+        Meta(
+            description="The accounting period (its label, e.g. 2025-01) whose cap refused the release: one of "
+            "the periods whose days the release reads. Null when the lifetime USER_EPSILON_LIMIT refused it "
+            "(a bound over all periods together)."
+        ),
+    ]
+    cap: Annotated[
+        CapName,
+        Meta(
+            description="The setting that refused it: PERIOD_BUDGET_TOTAL (everything charged to the period), "
+            "DAU_BUDGET_TOTAL or MAU_BUDGET_TOTAL (that metric's share of the period), USER_EPSILON_LIMIT "
+            "(everything charged to every period, the lifetime bound)"
+        ),
+    ]
+    epsilon_spent: Annotated[
+        float, Meta(description="The composition of everything already charged against that cap, before this release")
+    ]
+    epsilon_after_release: Annotated[
+        float, Meta(description="What that composition would reach with this release: above epsilon_cap")
+    ]
+    epsilon_cap: Annotated[float, Meta(description="The cap's value (the setting named by cap)")]
+    next_reset: Annotated[
+        IsoDay | None,
+        Meta(
+            description="The first day after the refused accounting period: days from it on belong to later "
+            "periods, each charged to its own fresh budget. The refused period's budget never comes back, so a "
+            "release that reads any of its days (this one, or a MAU window reaching back into it) stays refused "
+            "however long you wait; this day can be in the past. Null when USER_EPSILON_LIMIT refused it "
+            "(nothing resets that)."
+        ),
+    ]
+
+
 VersionOf = Literal["experiment_id", "release_format"]
 
 

@@ -324,22 +324,22 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description period_not_closed: the day (MAU: the window's last day) has not closed; nothing released or charged */
                 409: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["ErrorOut"];
+                        "application/json": components["schemas"]["NotClosedOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description budget_exhausted: a cap the release reads cannot afford it; refused before any noise, nothing charged. A period's cap never resets: a release that reads a spent period stays refused */
                 429: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["ErrorOut"];
+                        "application/json": components["schemas"]["BudgetRefusedOut"];
                     };
                 };
                 /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
@@ -760,22 +760,22 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description period_not_closed: the day (MAU: the window's last day) has not closed; nothing released or charged */
                 409: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["ErrorOut"];
+                        "application/json": components["schemas"]["NotClosedOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description budget_exhausted: a cap the release reads cannot afford it; refused before any noise, nothing charged. A period's cap never resets: a release that reads a spent period stays refused */
                 429: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["ErrorOut"];
+                        "application/json": components["schemas"]["BudgetRefusedOut"];
                     };
                 };
                 /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
@@ -1060,6 +1060,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
+                /** @description period_not_closed: the day (MAU: the window's last day) has not closed; nothing released or charged */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["NotClosedOut"];
+                    };
+                };
                 /** @description Error: `error` is a code, `detail` says what is wrong */
                 413: {
                     headers: {
@@ -1078,13 +1087,13 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorOut"];
                     };
                 };
-                /** @description Error: `error` is a code, `detail` says what is wrong */
+                /** @description budget_exhausted: a cap the release reads cannot afford it; refused before any noise, nothing charged. A period's cap never resets: a release that reads a spent period stays refused */
                 429: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["ErrorOut"];
+                        "application/json": components["schemas"]["BudgetRefusedOut"];
                     };
                 };
                 /** @description Not now: replay not finished, queue or mailbox full, or the journal unreachable */
@@ -1191,6 +1200,38 @@ export interface components {
         /** BatchIn */
         BatchIn: {
             events: components["schemas"]["EventIn"][];
+        };
+        /**
+         * BudgetRefusedOut
+         * @description 429 ``budget_exhausted``: the release would push a cap past its limit, so it was refused
+         *     before any noise was drawn; nothing was charged. Every epsilon is at ``DELTA``, composed
+         *     tightly (PLD) over everything charged, never a sum.
+         */
+        BudgetRefusedOut: {
+            /** @description The accounting period (its label, e.g. 2025-01) whose cap refused the release: one of the periods whose days the release reads. Null when the lifetime USER_EPSILON_LIMIT refused it (a bound over all periods together). */
+            accounting_period: string | null;
+            /**
+             * @description The setting that refused it: PERIOD_BUDGET_TOTAL (everything charged to the period), DAU_BUDGET_TOTAL or MAU_BUDGET_TOTAL (that metric's share of the period), USER_EPSILON_LIMIT (everything charged to every period, the lifetime bound)
+             * @enum {unknown}
+             */
+            cap: "DAU_BUDGET_TOTAL" | "MAU_BUDGET_TOTAL" | "PERIOD_BUDGET_TOTAL" | "USER_EPSILON_LIMIT";
+            /** @description What was refused and why, in words */
+            detail: string;
+            /** @description What that composition would reach with this release: above epsilon_cap */
+            epsilon_after_release: number;
+            /** @description The cap's value (the setting named by cap) */
+            epsilon_cap: number;
+            /** @description The composition of everything already charged against that cap, before this release */
+            epsilon_spent: number;
+            /** @enum {unknown} */
+            error: "budget_exhausted";
+            /**
+             * @description The metric of the refused release
+             * @enum {unknown}
+             */
+            metric: "dau" | "mau";
+            /** @description The first day after the refused accounting period: days from it on belong to later periods, each charged to its own fresh budget. The refused period's budget never comes back, so a release that reads any of its days (this one, or a MAU window reaching back into it) stays refused however long you wait; this day can be in the past. Null when USER_EPSILON_LIMIT refused it (nothing resets that). */
+            next_reset: string | null;
         };
         /** BudgetReportOut */
         BudgetReportOut: {
@@ -1346,6 +1387,22 @@ export interface components {
             sigma: number | null;
             /** @default null */
             step: number | null;
+        };
+        /**
+         * NotClosedOut
+         * @description 409 ``period_not_closed``: the day the release is about (DAU: the day; MAU: the window's
+         *     last day) has not closed yet. Nothing was released, drawn or charged.
+         */
+        NotClosedOut: {
+            /**
+             * Format: date-time
+             * @description The instant (RFC 3339, in UTC) after which the day counts as over: the midnight that ends it in TIMEZONE plus LATENESS_HOURS. From then on the release can be requested (it is created and charged on its first request, if every period it reads can afford it).
+             */
+            closes_at: string;
+            /** @description What was refused and why, in words */
+            detail: string;
+            /** @enum {unknown} */
+            error: "period_not_closed";
         };
         /** PeriodBudget */
         PeriodBudget: {
