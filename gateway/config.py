@@ -78,6 +78,15 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"MAX_INFLIGHT_BODY_BYTES ({self.max_inflight_body_bytes}) must be at least MAX_BODY_BYTES "
                 f"({self.max_body_bytes}): a body of the largest accepted size must fit"
             )
+        for setting in ("api_key", "read_api_key", "ingest_api_key", "admin_api_key"):
+            key = getattr(self, setting)
+            if self.production and key and len(key.encode()) < MIN_SECRET_BYTES:
+                # The journal scopes idempotency keys by a 64-bit keyed hash of the API key (auth.py
+                # rule 5): a short key could be confirmed from it by guessing.
+                raise ValueError(
+                    f"{setting.upper()} must be at least {MIN_SECRET_BYTES} bytes in production "
+                    f"(got {len(key.encode())}); generate one with `openssl rand -hex 32`"
+                )
         if self.hash_salt_secret is not None and len(self.hash_salt_secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"HASH_SALT_SECRET must be at least {MIN_SECRET_BYTES} bytes "

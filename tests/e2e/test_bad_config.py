@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import GatewaySettings
 from tests.support import ROOT, ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +55,10 @@ def assert_one_clear_line(proc: subprocess.CompletedProcess[str], *needles: str)
         ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL"]),
         ({"TIMEZONE": "Mars/Olympus"}, ["TIMEZONE", "Mars/Olympus"]),
         ({"DPDAU_ENV": "production"}, ["HASH_SALT_SECRET", "production"]),
+        (
+            {"DPDAU_ENV": "production", "HASH_SALT_SECRET": "0123456789abcdef0123", "READ_API_KEY": "demo-read"},
+            ["READ_API_KEY", "16 bytes", "production"],
+        ),
         ({"MAX_INFLIGHT_BODY_BYTES": "1048576"}, ["MAX_INFLIGHT_BODY_BYTES", "MAX_BODY_BYTES"]),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
@@ -63,6 +68,17 @@ def test_bad_setting_stops_serve_with_one_line_and_exit_2(tmp_path, env, needles
     proc = dpdau("serve", "--port", str(free_port()), env={"DATA_DIR": str(data), **env}, cwd=tmp_path)
     assert_one_clear_line(proc, *needles)
     assert not data.exists() or not any(data.iterdir())  # nothing was started
+
+
+def test_a_short_api_key_is_refused_in_production_only_and_never_echoed(tmp_path):
+    env = {"DPDAU_ENV": "production", "HASH_SALT_SECRET": "0123456789abcdef0123", "ADMIN_API_KEY": "adm1n-Key"}
+    proc = dpdau("serve", "--port", str(free_port()), env={"DATA_DIR": str(tmp_path / "d"), **env}, cwd=tmp_path)
+    assert "adm1n-Key" not in assert_one_clear_line(proc, "ADMIN_API_KEY")
+    assert GatewaySettings(admin_api_key="adm1n-Key").admin_api_key == "adm1n-Key"  # fine on a laptop
+    with pytest.raises(ValueError, match="ADMIN_API_KEY must be at least 16 bytes"):
+        GatewaySettings(dpdau_env="production", hash_salt_secret="0123456789abcdef0123", admin_api_key="adm1n-Key")
+    long_key = "0123456789abcdef"
+    assert GatewaySettings(dpdau_env="production", admin_api_key=long_key).admin_api_key == long_key
 
 
 def test_the_secret_is_never_echoed(tmp_path):
