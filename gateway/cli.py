@@ -437,7 +437,11 @@ async def serve(
         await runner.setup()  # opens the journal: a layout it cannot hold raises here (facade)
         system = app[SYSTEM]
         if reuse_port:  # one of several workers: listen only once ready (workers.py rule 3)
-            await app[SYSTEM].wait_ready(timeout=24 * 3600)
+            try:
+                await system.wait_ready(timeout=24 * 3600)
+            except RuntimeError:  # the boot failed: said below in one line (exit 2 for a journal error)
+                if system.boot_error is None:
+                    raise
         # The boot runs concurrently: once it has failed nothing can ever be served, so the
         # port is not opened and `listening` is never logged after `boot_failed` (an operator
         # reading the log must not take the server for up).

@@ -5,6 +5,7 @@ start with one line and exit code 2."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from gateway.identity import Pseudonymizer
 from tests import pg
-from tests.support import ROOT, ServerProcess
+from tests.support import ROOT, ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +122,50 @@ def test_postgres_journal_end_to_end_purge_and_kill9(tmp_path, pg_url, pg_server
         assert "erase-me" not in server.log()
     finally:
         server.__exit__()
+
+
+def test_workers_on_a_journal_from_a_newer_version_stop_with_one_line_and_exit_2(tmp_path, pg_url):
+    """``--workers 2``: each worker's boot reads the record it cannot interpret; the worker stops
+    with the refusal (never a traceback, never `listening`), and the supervisor stops with 2."""
+    import anyio
+    import asyncpg
+
+    data = tmp_path / "data"
+    env = {"JOURNAL_URL": pg_url, "API_KEY": "k" * 32}
+    with ServerProcess(data, env) as server:
+        status, body, _ = server.http.post(
+            "/event", {"events": [{"user_id": f"u{i}", "op": "+", "day": "2025-03-03"} for i in range(20)]}
+        )
+        assert status == 200, body
+        server.kill(signal.SIGTERM)
+
+    async def bump() -> list[tuple[int, int]]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("UPDATE batches SET version = version + 1 WHERE seq = (SELECT min(seq) FROM batches)")
+            return [tuple(r) for r in await conn.fetch("SELECT seq, version FROM batches ORDER BY seq")]
+        finally:
+            await conn.close()
+
+    before = anyio.run(bump)
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port()), "--workers", "2"],
+        cwd=ROOT,
+        env={**os.environ, "DATA_DIR": str(data), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "listening" not in out.stderr, out.stderr
+    said = {line for line in out.stderr.splitlines() if line.strip() and not line.startswith("20")}
+    assert len(said) == 1 and "newer dpdau" in said.pop(), out.stderr  # each worker says the same line
+
+    async def versions() -> list[tuple[int, int]]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return [tuple(r) for r in await conn.fetch("SELECT seq, version FROM batches ORDER BY seq")]
+        finally:
+            await conn.close()
+
+    assert anyio.run(versions) == before  # the refused start wrote nothing
