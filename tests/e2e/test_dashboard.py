@@ -243,6 +243,10 @@ def test_dashboard_draws_the_published_year_and_shows_the_api_numbers(year_serve
         assert [g.attrs["class"] for g in svg.find_all("g", class_="lane")] == [f"lane {name}" for name in lanes]
         assert [float(n.attrs["y"]) for n in labels] == sorted(float(n.attrs["y"]) for n in labels)
         drawn_lanes[metric] = lanes
+        legend = [
+            li for li in dom.one("section", aria_labelledby=f"h-{metric}").find_all("li") if "data-lane" in li.attrs
+        ]
+        assert [li.attrs["data-lane"] for li in legend if "hidden" not in li.attrs] == lanes  # the key too
         # the card shows the latest release exactly
         card = dom.one("article", id=f"card-{metric}")
         latest = released[-1]
@@ -370,6 +374,10 @@ def test_the_default_configuration_publishes_two_years_with_nothing_refused_and_
         assert svg.find_all("line", class_="mark-refused") == [] and svg.find_all("line", class_="mark-revised") == []
         # nothing revised or refused: no lane is drawn, and no label names one
         assert svg.find_all("text", class_="lane-label") == [] and svg.find_all("g", class_="lane") == []
+        legend = [
+            li for li in dom.one("section", aria_labelledby=f"h-{metric}").find_all("li") if "data-lane" in li.attrs
+        ]
+        assert len(legend) == 2 and all("hidden" in li.attrs for li in legend)  # nor does the legend
         assert not {"revised", "refused"} & {n.text.strip() for n in svg.find_all("text")}
         card = dom.one("article", id=f"card-{metric}")
         assert number(card.one(data_field="estimate").text) == points[-1]["estimate"]

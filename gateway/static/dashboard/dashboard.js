@@ -9,9 +9,9 @@
 //    says why it is hidden.
 // 3. Charts are SVG drawn at the container's width: one path per metric (a vertex per released
 //    day, broken at refused or missing days), the 95% band, and a lane of ticks under the axis
-//    for revised days and one for refused days, so they stay readable at years of days. A lane
-//    (and its label) is drawn only when it has a tick: an empty labelled lane reads as "none
-//    yet" when it means nothing at all.
+//    for revised days and one for refused days, so they stay readable at years of days. A lane,
+//    its label and its entry in the chart's legend are shown only when it has a tick: an empty
+//    labelled lane reads as "none yet" when it means nothing at all.
 "use strict";
 
 (() => {
@@ -140,6 +140,7 @@
     box.textContent = "";
     const points = visible(state.series[metric].points || []);
     if (points.length === 0) {
+      for (const li of box.closest("section").querySelectorAll("li[data-lane]")) li.hidden = true;
       const p = document.createElement("p");
       p.className = "empty";
       p.textContent = "Nothing published yet: the first release appears once the first day has closed.";
@@ -151,6 +152,10 @@
       { name: "revised", days: points.filter((p) => p.status !== "refused" && p.revision > 0) },
       { name: "refused", days: points.filter((p) => p.status === "refused") },
     ].filter((lane) => lane.days.length > 0);
+    // the chart's legend names a lane only when it is drawn
+    for (const li of box.closest("section").querySelectorAll("li[data-lane]")) {
+      li.hidden = !lanes.some((lane) => lane.name === li.dataset.lane);
+    }
     const W = Math.max(box.clientWidth, 480);
     const M = { left: 58, right: 14, top: 10, bottom: 26 + 12 * lanes.length };
     const plotH = 190;
