@@ -37,6 +37,20 @@ export type Budget = Json<"/budget", "get", 200>;
 export type BudgetQuery = Query<"/budget", "get">;
 export type ErasureReceipt = Json<"/erasure", "post", 202>;
 export type ErrorBody = Schemas["ErrorOut"] & Record<string, unknown>;
+/** 429 `budget_exhausted`: the period (and cap) a release would push over; nothing was charged. */
+export type BudgetRefused = Schemas["BudgetRefusedOut"];
+/** 409 `period_not_closed`: the day has not closed; `closes_at` says when it does. */
+export type NotClosed = Schemas["NotClosedOut"];
+
+/** The refusal body of a release the budget cannot afford (narrows `DpDauError.body`). */
+export function isBudgetRefused(err: unknown): err is DpDauError & { body: BudgetRefused } {
+  return err instanceof DpDauError && err.status === 429 && err.body.error === "budget_exhausted";
+}
+
+/** The refusal body of a release asked for before its day closed (narrows `DpDauError.body`). */
+export function isNotClosed(err: unknown): err is DpDauError & { body: NotClosed } {
+  return err instanceof DpDauError && err.status === 409 && err.body.error === "period_not_closed";
+}
 
 /** A 4xx/5xx answer: `status`, the server's JSON error body, and Retry-After (s) when given. */
 export class DpDauError extends Error {

@@ -1,7 +1,7 @@
 // The typed client against the real server (started here: 127.0.0.1, free port, stopped by PID).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { DpDauClient, DpDauError } from "../build/src/index.js";
+import { DpDauClient, DpDauError, isBudgetRefused, isNotClosed } from "../build/src/index.js";
 import { startServer } from "../scripts/server.mjs";
 
 const KEY = "k".repeat(32);
@@ -64,7 +64,12 @@ test("errors arrive as DpDauError with the server's JSON body", async () => {
     assert.equal(err.body.error, "invalid_date");
     return true;
   });
-  await assert.rejects(dp.dau("2999-01-01"), (err) => err instanceof DpDauError && err.status === 409);
+  await assert.rejects(dp.dau("2999-01-01"), (err) => {
+    assert.ok(isNotClosed(err) && !isBudgetRefused(err));
+    assert.ok(new Date(err.body.closes_at) > new Date("2999-01-01T00:00:00Z"));
+    return true;
+  });
+  await assert.rejects(dp.dau("2025-02-30"), (err) => !isNotClosed(err) && !isBudgetRefused(err));
   const anonymous = new DpDauClient({ baseUrl: server.url });
   await assert.rejects(anonymous.budget(), (err) => err instanceof DpDauError && err.status === 401);
 });

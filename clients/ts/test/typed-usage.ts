@@ -1,6 +1,14 @@
 // Compile-time checks (tsc --noEmit, never run): the generated types say what a release, a
 // receipt and a series point hold. When the API changes, `npm run generate` makes these fail.
-import { DpDauClient, DpDauError, type Release, type SeriesPage } from "../src/index.js";
+import {
+  DpDauClient,
+  DpDauError,
+  isBudgetRefused,
+  isNotClosed,
+  type BudgetRefused,
+  type Release,
+  type SeriesPage,
+} from "../src/index.js";
 
 export async function usage(dp: DpDauClient): Promise<string[]> {
   const r: Release = await dp.dau("2026-11-02");
@@ -21,6 +29,15 @@ export async function usage(dp: DpDauClient): Promise<string[]> {
   try {
     await dp.mau("2026-11-30", 7);
   } catch (err) {
+    if (isBudgetRefused(err)) {
+      const period: string | null = err.body.accounting_period; // null: the lifetime limit
+      const after: number = err.body.epsilon_after_release - err.body.epsilon_cap;
+      // @ts-expect-error -- the cap is one of the four settings, not any string
+      const wrong: BudgetRefused["cap"] = "EPSILON_DAU";
+      void wrong;
+      return [String(period), err.body.cap, String(after), String(err.body.next_reset)];
+    }
+    if (isNotClosed(err)) return [err.body.closes_at];
     if (err instanceof DpDauError && err.status === 429) return [String(err.body.error)];
   }
   return [words, statement, receipt.erasure_id, String(page.total), String(interval.length + cost)];
