@@ -138,13 +138,17 @@ _HTTP_CODES = {
 }
 
 
+def mapping_for(exc: Exception) -> Mapping | None:
+    """The ``ERRORS`` entry of ``exc``'s nearest class that has one (HTTP and gRPC both ask)."""
+    return next((ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS), None)
+
+
 def _mapped(exc: Exception) -> web.Response | None:
-    for cls in type(exc).__mro__:
-        mapping = ERRORS.get(cls)
-        if mapping is not None:
-            field = "Idempotency-Key" if isinstance(exc, IdempotencyConflict) else None
-            return json_error(mapping.status, mapping.body(exc, field), retry_after=mapping.retry_after(exc))
-    return None
+    mapping = mapping_for(exc)
+    if mapping is None:
+        return None
+    field = "Idempotency-Key" if isinstance(exc, IdempotencyConflict) else None
+    return json_error(mapping.status, mapping.body(exc, field), retry_after=mapping.retry_after(exc))
 
 
 @web.middleware

@@ -38,7 +38,7 @@ from gateway import auth
 from gateway.app import decode_events, parse_day, to_columns
 from gateway.appkeys import BODIES, CONFIG, PSEUDONYMS, SYSTEM
 from gateway.config import ConfigError
-from gateway.errors import ERRORS, BadRequest
+from gateway.errors import BadRequest, mapping_for
 from gateway.schemas import ErasureIn, ErrorOut, IngestOut, erasure_out, release_out
 
 log = structlog.get_logger("gateway.rpc")
@@ -165,11 +165,10 @@ def _error(exc: Exception) -> tuple[int, dict[str, Any], int | None]:
         return 403, msgspec.to_builtins(ErrorOut("forbidden", f"this call needs the {exc.scope!r} scope", None)), None
     if isinstance(exc, BadRequest):
         return exc.status, msgspec.to_builtins(ErrorOut(exc.code, exc.detail, exc.field)), None
-    for cls in type(exc).__mro__:
-        mapping = ERRORS.get(cls)
-        if mapping is not None:
-            return mapping.status, msgspec.to_builtins(mapping.body(exc)), mapping.retry_after(exc)
-    raise exc
+    mapping = mapping_for(exc)
+    if mapping is None:
+        raise exc
+    return mapping.status, msgspec.to_builtins(mapping.body(exc)), mapping.retry_after(exc)
 
 
 def _method(app: web.Application, name: str, handler: Handler) -> grpc.RpcMethodHandler:

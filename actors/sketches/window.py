@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from actors.state import membership
-from actors.state.membership import EMPTY
 
 COUNT = np.uint16  # a member is in at most MAX_WINDOW_DAYS (366) days of a window
 
@@ -33,7 +32,7 @@ class SlidingUnion:
     def __init__(self, slice_keys: int = membership.SLICE_KEYS) -> None:
         self.slice_keys = slice_keys  # keys sorted at once by a rebuild (tests make it tiny)
         self.parts: dict[int, np.ndarray] = {}  # day -> the array object counted (rule 2)
-        self.keys: np.ndarray = EMPTY  # sorted unique members of the counted parts
+        self.keys: np.ndarray = membership.EMPTY  # sorted unique members of the counted parts
         self.counts: np.ndarray = np.empty(0, dtype=COUNT)  # days holding each member
 
     def union(self, parts: dict[int, np.ndarray]) -> np.ndarray:
@@ -56,7 +55,7 @@ class SlidingUnion:
         return self.keys
 
     def _freeze(self) -> None:
-        if self.keys is not EMPTY:
+        if self.keys is not membership.EMPTY:
             self.keys.flags.writeable = False
 
     def _rebuild(self, parts: dict[int, np.ndarray]) -> None:
@@ -67,7 +66,7 @@ class SlidingUnion:
             keys.append(merged[starts])
             counts.append(np.diff(np.append(starts, len(merged))).astype(COUNT))
         if not keys:
-            self.keys, self.counts = EMPTY, np.empty(0, dtype=COUNT)
+            self.keys, self.counts = membership.EMPTY, np.empty(0, dtype=COUNT)
             return
         self.keys, self.counts = np.concatenate(keys), np.concatenate(counts)
         self._freeze()
